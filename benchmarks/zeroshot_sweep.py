@@ -1,0 +1,71 @@
+"""Zero-shot grid on a labeled pool: every resize policy x pooling x flip TTA, Hit@1/3/10 per set.
+
+    CURATOR_SHARED=../shared python benchmarks/zeroshot_sweep.py [recipes/zeroshot.yaml] [key=value ...]
+
+Defaults to ../shared/data/mcv-museum with ../shared/data/distractors in the pool. Poolings and
+flips share one decoding and forward pass per resize policy (core.embed.embed_variants), so the grid
+costs three pool embeddings with flipping, not eighteen. Prints a table and writes it as CSV.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.backbone import EncoderSpec, build_encoder  # noqa: E402
+from core.embed import embed_variants, scale_sizes  # noqa: E402
+from core.images import make_reader  # noqa: E402
+from core.recipe import POOLINGS, RESIZE_POLICIES, load_recipe  # noqa: E402
+from eval.evaluate import labeled_metrics  # noqa: E402
+from eval.pool import build_pool  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    shared = Path(os.environ.get("CURATOR_SHARED", "../shared"))
+    recipe_path = argv[0] if argv and "=" not in argv[0] else "recipes/zeroshot.yaml"
+    overrides = [a for a in argv if "=" in a]
+    defaults = [f"data.labeled=[{shared / 'data' / 'mcv-museum'}]",
+                f"data.distractors=[{shared / 'data' / 'distractors'}]"]
+    recipe = load_recipe(recipe_path, defaults + overrides)
+    pool = build_pool(list(recipe.data.labeled), list(recipe.data.distractors), recipe.data.root)
+    print(f"pool: {len(pool)} images; model {recipe.model.arch} @ {recipe.model.img_size} px, "
+          f"{recipe.embed.precision}", flush=True)
+    rows = []
+    for policy in RESIZE_POLICIES:
+        encoder = build_encoder(replace(EncoderSpec.from_config(recipe.model), resize=policy))
+        reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
+        start = time.perf_counter()
+        variants = embed_variants(
+            encoder, pool.paths, pool.names, poolings=POOLINGS, flips=(False, True),
+            scales=tuple(recipe.embed.scales), batch_size=recipe.embed.batch_size,
+            num_workers=recipe.embed.num_workers, precision=recipe.embed.precision,
+            reader=reader, progress=recipe.embed.progress, desc=f"embed {policy}")
+        seconds = time.perf_counter() - start
+        for name, emb in variants.items():
+            per_set, overall = labeled_metrics(pool, emb)
+            row = {"resize": policy, "pooling": name.removesuffix("+flip"), "flip": name.endswith("+flip")}
+            for figures in per_set.values():
+                for subset, f in figures["subsets"].items():
+                    row[f"{subset} hit@3"] = f["hit@3"]
+            row.update({k: overall[k] for k in ("hit@1", "hit@3", "hit@10", "map")})
+            row["embed_s (all 6)"] = round(seconds, 1)
+            rows.append(row)
+        print(pd.DataFrame(rows).tail(len(variants)).to_string(index=False, float_format="%.3f"), flush=True)
+    table = pd.DataFrame(rows).sort_values("hit@3", ascending=False, kind="stable")
+    print("\nall configurations, best Hit@3 first:")
+    print(table.to_string(index=False, float_format="%.3f"))
+    out = Path(os.environ.get("CURATOR_BENCH_OUT", "runs/benchmarks")) / "zeroshot_sweep.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,160 @@
+"""Image collections: listing folders, decoding any common image robustly, an optional resized cache.
+
+Every decoded image is an RGB ``uint8`` array of shape (H, W, 3), upright (EXIF orientation applied).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from core.atomic import atomic_write_bytes
+from core.errors import ImageDecodeError, MissingInputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# PIL's default bomb guard (89 Mpx) rejects real scans of paintings; above this we stop with advice.
+MAX_PIXELS = 250_000_000
+
+
+def _fix_advice(path: Path) -> str:
+    return (f"cannot read image {path}: {{}}. Fix: re-export or remove the file, "
+            "or set data.skip_corrupt=true to skip it (skipped files are listed in the run log)")
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All images under ``root`` (nested folders included), sorted by relative path.
+
+    Hidden files and folders are ignored. Raises MissingInputError when there are none.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingInputError(f"image folder not found: {root}. Fix: pass an existing folder")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in filenames
+                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+    if not found:
+        raise MissingInputError(
+            f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in it and its subfolders). "
+            "Fix: point to the folder that holds the images")
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float images: scale the actual range into 8 bits instead of clipping at 255.
+        arr = np.asarray(img, dtype=np.float32)
+        hi = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if mode in ("RGBA", "LA", "PA") or img.mode in ("RGBA", "LA"):
+        # Transparent areas become white, as a viewer would show them on a page.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"))
+
+
+def decode_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """Decode ``path`` to an upright RGB uint8 array.
+
+    ``min_side``: the smallest side the caller needs; JPEGs are then decoded at a reduced scale
+    (never below it), which is several times faster for large photos.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageDecodeError(
+                    f"image {path} is {w}x{h} pixels, above the {MAX_PIXELS:,} pixel limit. "
+                    "Fix: downscale it (e.g. to at most 8000 px a side) or remove it")
+            if min_side and img.format == "JPEG":
+                scale = min_side / min(w, h)
+                if scale < 1:
+                    img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+            img = ImageOps.exif_transpose(img)
+            arr = _to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(_fix_advice(path).format(e)) from None
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageDecodeError(_fix_advice(path).format(f"unexpected decoded shape {arr.shape}"))
+    return np.ascontiguousarray(arr)
+
+
+def shrink_to(arr: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale so the longer side is at most ``max_side`` (area interpolation); never upscales."""
+    h, w = arr.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return arr
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class ImageCache:
+    """Resized copies of decoded images, keyed by the source file's path, size and mtime.
+
+    Repeated epochs then decode a small lossless PNG instead of a full-size original. Entries are
+    written atomically, so parallel workers and interrupted runs never leave a half-written file.
+    """
+
+    folder: Path
+    max_side: int = 512
+
+    def _entry(self, path: Path) -> Path:
+        st = path.stat()
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.max_side}"
+        digest = hashlib.sha1(key.encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}.png"
+
+    def load(self, path: str | Path) -> np.ndarray:
+        path = Path(path)
+        entry = self._entry(path)
+        if entry.exists():
+            cached = cv2.imread(str(entry), cv2.IMREAD_COLOR)
+            if cached is not None:
+                return cv2.cvtColor(cached, cv2.COLOR_BGR2RGB)
+            log.warning("unreadable cache entry %s for %s: decoding the original again", entry, path)
+        arr = shrink_to(decode_image(path, min_side=self.max_side), self.max_side)
+        # Compression level 1: the cache exists for speed, not for disk space.
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(arr, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise OSError(f"cannot encode cache entry for {path}")
+        atomic_write_bytes(entry, buf.tobytes())
+        return arr
+
+
+class ImageReader:
+    """Reads images through the cache when one is configured, else straight from disk."""
+
+    def __init__(self, cache: ImageCache | None = None, min_side: int | None = None):
+        self.cache = cache
+        self.min_side = min_side
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        if self.cache is not None:
+            return self.cache.load(path)
+        return decode_image(path, min_side=self.min_side)
+
+
+def make_reader(data_cfg, min_side: int | None) -> ImageReader:
+    """The reader a recipe's ``data`` section asks for (with or without the resized cache)."""
+    cache = ImageCache(Path(data_cfg.cache_dir), int(data_cfg.cache_max_side)) if data_cfg.cache_dir else None
+    return ImageReader(cache=cache, min_side=min_side)

@@ -1,0 +1,101 @@
+"""A deterministic visitor-photo simulator (OpenCV + NumPy), for evaluation data only.
+
+It turns a clean painting into a phone photo taken in a gallery: a frame and a wall around it, a
+perspective tilt, uneven and dim light with a colour cast, a glare spot, blur, sensor noise and
+JPEG. It makes the sample museum's photos and the held-out synthetic queries of ``eval``; it is
+deliberately separate from the training augmentations (``ssl.augment``, albumentations), so a
+model is never scored on the exact distortions it was trained to ignore.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FRAME_COLOURS = ((40, 30, 20), (120, 85, 40), (190, 160, 90), (20, 20, 20), (235, 235, 230))
+
+
+def _framed(painting: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = painting.shape[:2]
+    width = max(1, int(round(min(h, w) * rng.uniform(0.03, 0.10))))
+    colour = np.array(FRAME_COLOURS[rng.integers(len(FRAME_COLOURS))], np.float32)
+    colour = np.clip(colour * rng.uniform(0.8, 1.2), 0, 255)
+    return cv2.copyMakeBorder(painting, width, width, width, width, cv2.BORDER_CONSTANT,
+                              value=tuple(float(c) for c in colour))
+
+
+def _wall(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    base = rng.uniform(150, 235) * np.array([1.0, rng.uniform(0.93, 1.03), rng.uniform(0.85, 1.0)])
+    ramp = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(0.9, 1.1), h, dtype=np.float32)[:, None, None]
+    return np.clip(np.ones((h, w, 3), np.float32) * base[None, None, :] * ramp, 0, 255)
+
+
+def _place_with_tilt(framed: np.ndarray, rng: np.random.Generator, on_wall: bool) -> np.ndarray:
+    """Warp the framed painting, tilted, into a photo canvas with a wall behind it."""
+    fh, fw = framed.shape[:2]
+    fill = rng.uniform(0.5, 0.8) if on_wall else rng.uniform(0.92, 1.0)
+    out_w, out_h = int(round(fw / fill)), int(round(fh / fill))
+    off_x, off_y = (out_w - fw) / 2 * rng.uniform(0.3, 1.7), (out_h - fh) / 2 * rng.uniform(0.3, 1.7)
+    src = np.float32([[0, 0], [fw, 0], [fw, fh], [0, fh]])
+    tilt = 0.12 if on_wall else 0.05
+    jitter = rng.uniform(-tilt, tilt, size=(4, 2)) * np.float32([fw, fh])
+    dst = (src + np.float32([off_x, off_y]) + jitter).astype(np.float32)
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    warped = cv2.warpPerspective(framed.astype(np.float32), matrix, (out_w, out_h), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(np.ones((fh, fw), np.float32), matrix, (out_w, out_h), flags=cv2.INTER_LINEAR)
+    background = _wall(out_h, out_w, rng)
+    return warped * mask[..., None] + background * (1 - mask[..., None])
+
+
+def _light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xx / w + np.sin(angle) * yy / h)
+    illumination = rng.uniform(0.45, 1.0) * (1 + rng.uniform(0.0, 0.35) * (ramp - ramp.mean()))
+    cast = np.array([rng.uniform(0.85, 1.15), 1.0, rng.uniform(0.8, 1.15)], np.float32)
+    out = img * illumination[..., None] * cast
+    gamma = rng.uniform(0.8, 1.3)
+    return 255.0 * np.clip(out / 255.0, 0, 1) ** gamma
+
+
+def _glare(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+    radius = rng.uniform(0.05, 0.2) * min(h, w)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    spot = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * radius**2))
+    strength = rng.uniform(0.3, 0.8)
+    return img * (1 - strength * spot[..., None]) + 255.0 * strength * spot[..., None]
+
+
+def _blur_noise_jpeg(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < 0.5:
+        img = cv2.GaussianBlur(img, (0, 0), sigmaX=rng.uniform(0.4, 1.5))
+    else:
+        length = int(rng.integers(3, 8))
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1.0 / length
+        rotation = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), rng.uniform(0, 180), 1.0)
+        kernel = cv2.warpAffine(kernel, rotation, (length, length))
+        img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
+    img = img + rng.normal(0, rng.uniform(2, 8), img.shape).astype(np.float32)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    quality = int(rng.integers(45, 90))
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def simulate_visitor_photo(painting: np.ndarray, rng: np.random.Generator, on_wall: bool | None = None
+                           ) -> np.ndarray:
+    """A visitor's photo of ``painting`` (RGB uint8). ``on_wall``: show the wall around the frame
+    (True), crop tightly to the painting (False), or draw at random (None)."""
+    if on_wall is None:
+        on_wall = bool(rng.random() < 0.6)
+    img = _framed(painting, rng) if on_wall else painting
+    img = _place_with_tilt(img, rng, on_wall)
+    img = _light(img, rng)
+    if rng.random() < 0.7:
+        img = _glare(img, rng)
+    return _blur_noise_jpeg(img, rng)

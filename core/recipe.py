@@ -1,0 +1,168 @@
+"""Recipes: YAML files over a typed schema, with ``key=value`` overrides (OmegaConf).
+
+A recipe is merged in three layers: the schema's defaults, the YAML file, the command-line
+overrides. Unknown keys and values of the wrong type or outside a fixed set are rejected with an
+error that names the key, the file and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from core.errors import RecipeError
+
+RESIZE_POLICIES = ("squash", "letterbox", "center-crop")
+POOLINGS = ("cls", "gem", "cls+gem")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "vit_small_patch14_dinov2"
+    # "hub" (timm's hub weights), "none" (random init), or a file: a timm state dict
+    # (.safetensors/.pth/.bin) or a Curator encoder file written by training.
+    weights: str = "none"
+    pooling: str = "cls"
+    gem_p: float = 3.0
+    # Input side in pixels; null takes the model's pretrained config.
+    img_size: int | None = None
+    resize: str = "squash"
+
+
+@dataclass
+class EmbedConfig:
+    batch_size: int = 32
+    num_workers: int = 2
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    precision: str = "fp32"
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class DataConfig:
+    # An unlabeled image folder (flat or nested): the submission folder, or extra pool images.
+    root: str | None = None
+    # Labeled sets (images/ + pairs.csv) and extra distractor folders, all searched together.
+    labeled: list[str] = field(default_factory=list)
+    distractors: list[str] = field(default_factory=list)
+    # Skip undecodable images (listed in the run log) instead of stopping at the first one.
+    skip_corrupt: bool = False
+    # Folder for a resized copy of every decoded image; null disables the cache.
+    cache_dir: str | None = None
+    cache_max_side: int = 512
+    # With no data given, run on the synthetic sample museum generated here.
+    sample_dir: str = "${oc.env:CURATOR_CACHE,.curator}/sample-museum"
+
+
+@dataclass
+class SyntheticConfig:
+    # Held-out synthetic visitor photos made from pool images; 0 disables them.
+    num_queries: int = 100
+    seed: int = 0
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    seed: int = 0
+    run_dir: str | None = None
+    submission: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+def _valid_keys(schema: type, prefix: str = "") -> list[str]:
+    instance = schema()
+    keys = []
+    for f in dataclasses.fields(schema):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(_valid_keys(type(value), f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _choices_check(cfg: DictConfig) -> None:
+    for key, allowed in (("model.resize", RESIZE_POLICIES), ("model.pooling", POOLINGS),
+                         ("embed.precision", PRECISIONS)):
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise RecipeError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    if not cfg.embed.scales or any(s <= 0 for s in cfg.embed.scales):
+        raise RecipeError(f"embed.scales={list(cfg.embed.scales)} must be a non-empty list of positive factors")
+    if cfg.embed.batch_size < 1:
+        raise RecipeError("embed.batch_size must be at least 1")
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                schema: type = Recipe) -> DictConfig:
+    """Merge ``schema`` defaults, the YAML file at ``path`` and ``key=value`` overrides.
+
+    Interpolations such as ``${oc.env:CURATOR_SHARED,../shared}`` are resolved at the end, so the
+    returned config holds plain values.
+    """
+    cfg = OmegaConf.structured(schema)
+    where = "the defaults"
+    try:
+        if path is not None:
+            path = Path(path)
+            where = str(path)
+            if not path.is_file():
+                raise RecipeError(f"recipe file not found: {path}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise RecipeError(f"overrides must look like key=value, got {bad}")
+        where = f"the overrides {list(overrides)}"
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        OmegaConf.resolve(cfg)
+    except ConfigKeyError as e:
+        key = getattr(e, "full_key", None) or str(e)
+        raise RecipeError(
+            f"unknown recipe key {key!r} in {where}. Valid keys: {', '.join(_valid_keys(schema))}"
+        ) from None
+    except OmegaConfBaseException as e:
+        raise RecipeError(f"invalid recipe value in {where}: {e.msg if hasattr(e, 'msg') else e}") from None
+    _choices_check(cfg)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+
+
+def parse_cli(argv: list[str], prog: str, description: str, accept_model_file: bool = False) -> DictConfig:
+    """``[RECIPE.yaml | MODEL_FILE] [key=value ...]`` -> recipe.
+
+    A model file (encoder, checkpoint or weights) instead of a recipe means the default recipe with
+    ``model.weights`` set to it.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    what = "a recipe YAML" + (" or a model file (.pt/.ckpt/.safetensors/.pth)" if accept_model_file else "")
+    parser.add_argument("args", nargs="*", metavar="RECIPE_OR_KEY=VALUE",
+                        help=f"{what}, then key=value overrides, e.g. embed.flip=true")
+    args = parser.parse_args(argv).args
+    target = args[0] if args and "=" not in args[0] else None
+    overrides = args[1:] if target else args
+    if target and accept_model_file and target.endswith(MODEL_FILE_SUFFIXES):
+        return load_recipe(None, [f"model.weights={target}", *overrides])
+    return load_recipe(target, overrides)

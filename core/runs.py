@@ -1,0 +1,68 @@
+"""Run directories: one folder per run with the recipe snapshot, a log, metrics and embeddings.
+
+Layout::
+
+    RUN/recipe.yaml      the fully resolved recipe that produced the run
+    RUN/log.txt          everything logged during the run (skipped files, timings...)
+    RUN/metrics.json     the final figures
+    RUN/metrics.jsonl    one line per epoch or round, for stages that train
+    RUN/embeddings/      embeddings.npy, norms.npy, names.txt
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from core.atomic import atomic_write_text
+from core.recipe import to_yaml
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, recipe: DictConfig, root: str | Path = "runs") -> RunDir:
+        """The recipe's ``run_dir``, or ``runs/NAME-YYYYmmdd-HHMMSS``; snapshot the recipe there."""
+        path = recipe.run_dir or Path(root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = cls(path)
+        atomic_write_text(run.path / "recipe.yaml", to_yaml(recipe))
+        return run
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.path / "embeddings"
+
+    def attach_log(self, level: int = logging.INFO) -> logging.Handler:
+        """Send the process's log records to ``log.txt`` and the console."""
+        root = logging.getLogger()
+        root.setLevel(level)
+        handler = logging.FileHandler(self.path / "log.txt", encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                   for h in root.handlers):
+            console = logging.StreamHandler()
+            console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+            root.addHandler(console)
+        return handler
+
+    def write_metrics(self, metrics: dict) -> Path:
+        path = self.path / "metrics.json"
+        atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+        return path
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def read_metrics(self) -> dict:
+        return json.loads((self.path / "metrics.json").read_text(encoding="utf-8"))

@@ -1,0 +1,83 @@
+"""Exact cosine top-k search (chunked torch, or faiss when installed) and mutual nearest neighbours.
+
+Inputs are L2-normalised float32 rows, so the inner product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import torch
+
+BACKENDS = ("auto", "torch", "faiss")
+
+
+def faiss_available() -> bool:
+    return importlib.util.find_spec("faiss") is not None
+
+
+def _topk_torch(queries: np.ndarray, db: np.ndarray, k: int, self_search: bool, chunk: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    d = torch.from_numpy(np.ascontiguousarray(db, dtype=np.float32))
+    sims = np.empty((len(q), k), np.float32)
+    idx = np.empty((len(q), k), np.int64)
+    with torch.inference_mode():
+        for start in range(0, len(q), chunk):
+            s = q[start:start + chunk] @ d.T
+            if self_search:
+                rows = torch.arange(len(s))
+                s[rows, rows + start] = -float("inf")
+            top = torch.topk(s, k, dim=1)
+            sims[start:start + chunk] = top.values.numpy()
+            idx[start:start + chunk] = top.indices.numpy()
+    return sims, idx
+
+
+def _topk_faiss(queries: np.ndarray, db: np.ndarray, k: int, self_search: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    index = faiss.IndexFlatIP(db.shape[1])
+    index.add(np.ascontiguousarray(db, dtype=np.float32))
+    extra = 1 if self_search else 0
+    sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k + extra, len(db)))
+    if not self_search:
+        return sims, idx.astype(np.int64)
+    # Drop each row's own index; with exact duplicates it need not come first.
+    own = idx == np.arange(len(queries))[:, None]
+    keep = ~own
+    keep[own.sum(1) == 0, -1] = False
+    return sims[keep].reshape(len(queries), k), idx[keep].reshape(len(queries), k).astype(np.int64)
+
+
+def topk(queries: np.ndarray, db: np.ndarray | None = None, k: int = 10, *, backend: str = "auto",
+         chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar rows of ``db`` for each query: (similarities, indices), best first.
+
+    With ``db=None`` the queries search among themselves and each row's own index is excluded.
+    ``backend='auto'`` uses faiss when installed, else chunked torch (memory ``chunk x len(db)``).
+    """
+    self_search = db is None
+    db = queries if db is None else db
+    if queries.shape[1:] != db.shape[1:]:
+        raise ValueError(f"queries are {queries.shape[1]}-d but the database is {db.shape[1]}-d")
+    limit = len(db) - (1 if self_search else 0)
+    if not 1 <= k <= limit:
+        raise ValueError(f"k={k} must be between 1 and {limit} (the searchable rows)")
+    if backend not in BACKENDS:
+        raise ValueError(f"search backend {backend!r} is not one of {BACKENDS}")
+    if backend == "faiss" or (backend == "auto" and faiss_available()):
+        return _topk_faiss(queries, db, k, self_search)
+    return _topk_torch(queries, db, k, self_search, chunk)
+
+
+def mutual_nearest_neighbours(vectors: np.ndarray, *, backend: str = "auto"
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j), i < j, that are each other's nearest neighbour, and their similarities."""
+    sims, idx = topk(vectors, None, k=1, backend=backend)
+    nn = idx[:, 0]
+    i = np.arange(len(vectors))
+    mutual = (nn[nn] == i) & (i < nn)
+    return np.stack([i[mutual], nn[mutual]], axis=1), sims[mutual, 0]

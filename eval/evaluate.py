@@ -1,0 +1,145 @@
+"""Evaluate an embedding model on labeled sets and held-out synthetic queries; write metrics.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from core.backbone import Encoder, EncoderSpec, build_encoder
+from core.embed import Embeddings, embed_images, scale_sizes
+from core.images import ImageReader, make_reader
+from core.recipe import to_dict
+from core.runs import RunDir
+from core.sample import ensure_sample
+from eval.metrics import KS, summarize, target_ranks
+from eval.pool import LabeledSet, Pool, build_pool
+from eval.stats import embedding_stats
+from eval.synthetic import make_synthetic_queries
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = tuple(f"hit@{k}" for k in KS) + ("map", "mrr", "n_queries")
+
+
+def _data_folders(recipe: DictConfig) -> tuple[list[str], list[str], str | None]:
+    data = recipe.data
+    labeled, distractors, root = list(data.labeled), list(data.distractors), data.root
+    if not (labeled or distractors or root):
+        sample = ensure_sample(data.sample_dir)
+        log.info("no data given: evaluating on the sample museum at %s", sample)
+        labeled = [str(sample)]
+    return labeled, distractors, root
+
+
+def _rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int], list[list[int]], list[str]]:
+    """The set's queries and targets as rows of ``emb`` (skipped images dropped)."""
+    row = {name: i for i, name in enumerate(emb.names)}
+    queries, targets, subsets = [], [], []
+    for q, ts, subset in zip(labeled.queries, labeled.targets, labeled.subsets, strict=True):
+        if pool.names[q] not in row:
+            continue
+        queries.append(row[pool.names[q]])
+        targets.append([row[pool.names[t]] for t in ts if pool.names[t] in row])
+        subsets.append(subset)
+    return queries, targets, subsets
+
+
+def labeled_metrics(pool: Pool, emb: Embeddings) -> tuple[dict, dict]:
+    """Per-set metrics (with a ``subsets`` breakdown by the ``set`` column) and the pooled overall."""
+    per_set, all_ranks = {}, []
+    for labeled in pool.labeled:
+        queries, targets, subsets = _rows_of(labeled, pool, emb)
+        ranks = target_ranks(emb.vectors, queries, targets)
+        all_ranks.extend(ranks)
+        groups: dict[str, list[np.ndarray]] = defaultdict(list)
+        for subset, r in zip(subsets, ranks, strict=True):
+            groups[subset].append(r)
+        per_set[labeled.name] = {**summarize(ranks), "n_unmatched": labeled.unmatched,
+                                 "subsets": {s: summarize(r) for s, r in sorted(groups.items())}}
+    return per_set, summarize(all_ranks)
+
+
+def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], emb: Embeddings,
+                      encoder: Encoder, reader: ImageReader) -> dict | None:
+    """Hit@k of held-out synthetic photos of pool images, ranked against the pool and each other.
+
+    ``pool_paths`` are the files of ``emb``'s rows, in order.
+    """
+    count = int(recipe.synthetic.num_queries)
+    if count <= 0 or len(emb) < 2:
+        return None
+    queries = make_synthetic_queries(pool_paths, emb.names, count, int(recipe.synthetic.seed),
+                                     run.path / "synthetic", reader)
+    syn = embed_images(encoder, queries.paths, queries.names, recipe.embed, desc="embed synthetic")
+    syn.save(run.path / "synthetic" / "embeddings")
+    vectors = np.concatenate([emb.vectors, syn.vectors])
+    rows = list(range(len(emb), len(emb) + len(syn)))
+    return summarize(target_ranks(vectors, rows, [[s] for s in queries.sources]))
+
+
+def evaluate(recipe: DictConfig) -> dict:
+    """Embed the recipe's pool, score it, write ``metrics.json`` in the run directory; return it."""
+    started = time.perf_counter()
+    run = RunDir.create(recipe)
+    run.attach_log()
+    labeled, distractors, root = _data_folders(recipe)
+    pool = build_pool(labeled, distractors, root)
+    log.info("pool: %d images from %d labeled set(s), %d distractor folder(s)%s", len(pool),
+             len(pool.labeled), len(distractors), ", and data.root" if root else "")
+    encoder = build_encoder(EncoderSpec.from_config(recipe.model))
+    reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
+    t0 = time.perf_counter()
+    emb = embed_images(encoder, pool.paths, pool.names, recipe.embed, reader=reader,
+                       skip_corrupt=recipe.data.skip_corrupt, desc="embed pool")
+    embed_s = time.perf_counter() - t0
+    emb.save(run.embeddings_dir)
+    per_set, overall = labeled_metrics(pool, emb)
+    embedded = set(emb.names)
+    paths = [p for p, n in zip(pool.paths, pool.names, strict=True) if n in embedded]
+    synthetic = synthetic_metrics(recipe, run, paths, emb, encoder, reader)
+    metrics = {
+        **overall,
+        "sets": per_set,
+        "synthetic": synthetic,
+        "stats": embedding_stats(emb.vectors, emb.norms),
+        "pool_size": len(emb),
+        "skipped": emb.skipped,
+        "backbone": encoder.describe(),
+        "recipe": to_dict(recipe),
+        "time_s": {"embed_pool": round(embed_s, 2), "total": round(time.perf_counter() - started, 2)},
+        "images_per_s": round(len(emb) / max(embed_s, 1e-9), 2),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run.path),
+    }
+    run.write_metrics(metrics)
+    return metrics
+
+
+def format_table(metrics: dict) -> str:
+    """The metrics as a fixed-width table: one row per set and subset, synthetic, overall."""
+    rows = []
+    for name, figures in metrics["sets"].items():
+        rows.append((name, figures))
+        rows.extend((f"  {name}/{s}", f) for s, f in figures["subsets"].items())
+    if metrics.get("synthetic"):
+        rows.append(("synthetic queries", metrics["synthetic"]))
+    if metrics["sets"]:
+        rows.append(("overall", metrics))
+    header = f"{'set':<34}{'n':>6}" + "".join(f"{k:>9}" for k in METRIC_KEYS[:-1])
+    lines = [header, "-" * len(header)]
+    for name, f in rows:
+        cells = "".join(f"{'-' if f[k] is None else format(f[k], '.3f'):>9}" for k in METRIC_KEYS[:-1])
+        lines.append(f"{name:<34}{f['n_queries']:>6}{cells}")
+    s = metrics["stats"]
+    lines.append("")
+    lines.append(f"pool {metrics['pool_size']} images, {metrics['backbone']['dim']}-d; effective rank "
+                 f"{s['effective_rank']:.1f}; norm cv {s['norm_cv']:.3f}; NN1 {s.get('nn1_mean', 0):.3f}, "
+                 f"NN1-NN2 margin {s.get('nn_margin_mean', 0):.4f}; {metrics['images_per_s']:.1f} img/s, "
+                 f"{metrics['time_s']['total']:.0f} s in all")
+    return "\n".join(lines)

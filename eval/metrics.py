@@ -1,0 +1,58 @@
+"""Retrieval metrics over labeled pairs: Hit@k, mAP and MRR, where a query may have several targets.
+
+Each query is ranked against every other pool row (never itself). Ties with non-target rows are
+broken against the query: a target only counts as ahead of the rows it strictly beats, so a
+degenerate embedding (all rows equal) scores zero instead of looking perfect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+KS = (1, 3, 10)
+
+
+def target_ranks(vectors: np.ndarray, queries: Sequence[int], targets: Sequence[Sequence[int]],
+                 chunk: int = 1024) -> list[np.ndarray]:
+    """0-based rank of each target of each query (sorted), searching all rows of ``vectors``."""
+    ranks: list[np.ndarray] = []
+    for start in range(0, len(queries), chunk):
+        q_idx = np.asarray(queries[start:start + chunk])
+        sims = vectors[q_idx] @ vectors.T
+        sims[np.arange(len(q_idx)), q_idx] = -np.inf
+        for row, t in zip(sims, targets[start:start + chunk], strict=True):
+            t = np.asarray(sorted(set(t)), dtype=np.int64)
+            if len(t) == 0:
+                ranks.append(np.zeros(0, np.int64))
+                continue
+            s_t = row[t][:, None]
+            ahead = (row[None, :] > s_t).sum(1)
+            others = np.ones(len(row), bool)
+            others[t] = False
+            tied = ((row[None, :] == s_t) & others[None, :]).sum(1)
+            ranks.append(np.sort(ahead + tied))
+    return ranks
+
+
+def average_precision(ranks: np.ndarray) -> float:
+    """AP of one query from its targets' sorted 0-based ranks."""
+    if len(ranks) == 0:
+        return 0.0
+    return float(np.mean(np.arange(1, len(ranks) + 1) / (ranks + 1)))
+
+
+def summarize(ranks: Sequence[np.ndarray], ks: Sequence[int] = KS) -> dict:
+    """Hit@k, mAP, MRR over queries with at least one target; ``n_queries`` counts those."""
+    matched = [r for r in ranks if len(r)]
+    out: dict = {"n_queries": len(matched)}
+    if not matched:
+        out.update({f"hit@{k}": None for k in ks} | {"map": None, "mrr": None})
+        return out
+    first = np.array([r[0] for r in matched])
+    for k in ks:
+        out[f"hit@{k}"] = float(np.mean(first < k))
+    out["map"] = float(np.mean([average_precision(r) for r in matched]))
+    out["mrr"] = float(np.mean(1.0 / (first + 1)))
+    return out

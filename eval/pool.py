@@ -1,0 +1,114 @@
+"""The search pool: labeled sets (``images/`` + ``pairs.csv``), distractor folders, an unlabeled root.
+
+Every image of every source is one row of the pool and is ranked against all others, as in the
+competition. Pool names are ``SOURCE/relative/path`` so the same file name in two sources stays
+distinct; a file reached twice (say a labeled set inside ``data.root``) is kept once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from core.errors import MissingInputError
+from core.images import list_images
+
+
+@dataclass
+class LabeledSet:
+    """A labeled evaluation set: query -> targets (pool indices), and each query's ``set`` tag."""
+
+    name: str
+    root: Path
+    queries: list[int] = field(default_factory=list)
+    targets: list[list[int]] = field(default_factory=list)
+    subsets: list[str] = field(default_factory=list)
+    unmatched: int = 0
+
+
+@dataclass
+class Pool:
+    paths: list[Path] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    labeled: list[LabeledSet] = field(default_factory=list)
+    _index: dict[Path, int] = field(default_factory=dict, repr=False)
+    _source_names: set[str] = field(default_factory=set, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _unique_source(self, base: str) -> str:
+        name, n = base, 2
+        while name in self._source_names:
+            name, n = f"{base}-{n}", n + 1
+        self._source_names.add(name)
+        return name
+
+    def add_folder(self, folder: str | Path, source: str | None = None) -> str:
+        """Add every image under ``folder``; returns the source name used as the names' prefix."""
+        folder = Path(folder)
+        source = self._unique_source(source or folder.resolve().name or "pool")
+        for path in list_images(folder):
+            key = path.resolve()
+            if key in self._index:
+                continue
+            self._index[key] = len(self.paths)
+            self.paths.append(path)
+            self.names.append(f"{source}/{path.relative_to(folder).as_posix()}")
+            self.sources.append(source)
+        return source
+
+    def index_of(self, path: Path) -> int | None:
+        return self._index.get(path.resolve())
+
+    def add_labeled(self, folder: str | Path) -> LabeledSet:
+        """Add a labeled set's images and resolve its ``pairs.csv`` to pool indices."""
+        folder = Path(folder)
+        pairs_file = folder / "pairs.csv"
+        if not (folder / "images").is_dir() or not pairs_file.is_file():
+            raise MissingInputError(
+                f"{folder} is not a labeled set: it needs images/ and pairs.csv (query,target[,set]). "
+                "Fix: pass such a folder in data.labeled, or an unlabeled folder in data.distractors")
+        labeled = LabeledSet(name=self.add_folder(folder / "images", source=folder.resolve().name),
+                             root=folder)
+        table = pd.read_csv(pairs_file, dtype=str, keep_default_na=False)
+        missing_cols = {"query", "target"} - set(table.columns)
+        if missing_cols:
+            raise MissingInputError(f"{pairs_file} lacks the column(s) {sorted(missing_cols)}; "
+                             "expected header query,target[,set]")
+        by_query: dict[int, int] = {}
+        for row in table.itertuples(index=False):
+            q = self._resolve(folder, row.query, pairs_file)
+            if q not in by_query:
+                by_query[q] = len(labeled.queries)
+                labeled.queries.append(q)
+                labeled.targets.append([])
+                labeled.subsets.append(getattr(row, "set", "") or "all")
+            if row.target:
+                labeled.targets[by_query[q]].append(self._resolve(folder, row.target, pairs_file))
+        labeled.unmatched = sum(1 for t in labeled.targets if not t)
+        self.labeled.append(labeled)
+        return labeled
+
+    def _resolve(self, folder: Path, relative: str, pairs_file: Path) -> int:
+        index = self.index_of(folder / relative)
+        if index is None:
+            raise MissingInputError(f"{pairs_file} names {relative}, which is not an image under "
+                                    f"{folder / 'images'}. Fix: correct the path in pairs.csv "
+                                    "(paths are relative to the set's folder)")
+        return index
+
+
+def build_pool(labeled: list[str], distractors: list[str], root: str | None = None) -> Pool:
+    """The pool of a recipe's ``data`` section."""
+    pool = Pool()
+    for folder in labeled:
+        pool.add_labeled(folder)
+    for folder in distractors:
+        pool.add_folder(folder)
+    if root:
+        pool.add_folder(root)
+    return pool

@@ -1,0 +1,130 @@
+"""python -m eval.submit RECIPE [key=value ...]: the competition's submission.csv for a folder.
+
+    python -m eval.submit recipes/zeroshot.yaml data.root=DIR submission=FILE
+
+One row per image of ``data.root``: ``ID,image_name,feature_0..feature_{D-1}``, ``ID`` counting from 0,
+``image_name`` the file name (the relative path in a nested folder), L2-normalised float32 features.
+The file is written atomically, then read back and validated.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from core.atomic import atomic_path
+from core.backbone import EncoderSpec, build_encoder
+from core.embed import Embeddings, embed_images, scale_sizes
+from core.errors import CuratorError, RecipeError
+from core.images import list_images, make_reader
+from core.recipe import parse_cli
+from core.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+# Nine significant digits round-trip float32 exactly.
+FLOAT_FORMAT = "%.9g"
+NORM_TOLERANCE = 1e-4
+
+
+class SubmissionError(CuratorError, ValueError):
+    """A submission file that breaks the format."""
+
+
+def write_submission(emb: Embeddings, path: str | Path) -> Path:
+    """Write ``emb`` as a submission CSV (atomically: a crash never leaves a truncated file)."""
+    table = pd.DataFrame(emb.vectors.astype(np.float32), columns=[f"feature_{i}" for i in range(emb.dim)])
+    table.insert(0, "image_name", emb.names)
+    table.insert(0, "ID", np.arange(len(emb)))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
+    return path
+
+
+def validate_submission(path: str | Path, expected_names: list[str] | None = None,
+                        dim: int | None = None) -> dict:
+    """Check a submission file; raise SubmissionError saying what is wrong. Returns rows and dim."""
+    path = Path(path)
+    table = pd.read_csv(path, dtype={"image_name": str})
+    columns = list(table.columns)
+    d = len(columns) - 2
+    expected_cols = ["ID", "image_name", *[f"feature_{i}" for i in range(max(d, 0))]]
+    if d < 1 or columns != expected_cols:
+        raise SubmissionError(f"{path}: header must be ID,image_name,feature_0..feature_N; got {columns[:5]}...")
+    if dim is not None and d != dim:
+        raise SubmissionError(f"{path}: {d} features per row, expected {dim}")
+    names = table["image_name"].tolist()
+    duplicates = table["image_name"][table["image_name"].duplicated()].unique().tolist()
+    if duplicates:
+        raise SubmissionError(f"{path}: {len(duplicates)} duplicated image names, e.g. {duplicates[:3]}")
+    if expected_names is not None:
+        missing = sorted(set(expected_names) - set(names))
+        extra = sorted(set(names) - set(expected_names))
+        if missing or extra or len(names) != len(expected_names):
+            raise SubmissionError(f"{path}: {len(names)} rows for {len(expected_names)} images; missing "
+                                  f"{missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {extra[:3]}")
+    # Empty or non-numeric cells become NaN, reported below with the rows they are in.
+    features = table.iloc[:, 2:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    finite = np.isfinite(features).all(axis=1)
+    if not finite.all():
+        raise SubmissionError(f"{path}: {int((~finite).sum())} rows with NaN or infinite values, e.g. "
+                              f"{table['image_name'][~finite].tolist()[:3]}")
+    norms = np.linalg.norm(features, axis=1)
+    off = np.abs(norms - 1) > NORM_TOLERANCE
+    if off.any():
+        raise SubmissionError(f"{path}: {int(off.sum())} rows are not L2-normalised (norms "
+                              f"{norms[off][:3].round(4).tolist()}...)")
+    if table["ID"].tolist() != list(range(len(table))):
+        raise SubmissionError(f"{path}: ID must count 0..{len(table) - 1} in row order")
+    return {"rows": len(table), "dim": d}
+
+
+def submit(recipe: DictConfig) -> dict:
+    """Embed every image of ``data.root`` and write the recipe's submission file."""
+    if not recipe.data.root:
+        raise RecipeError("data.root is not set. Fix: python -m eval.submit RECIPE data.root=DIR [submission=FILE]")
+    started = time.perf_counter()
+    run = RunDir.create(recipe)
+    run.attach_log()
+    root = Path(recipe.data.root)
+    paths = list_images(root)
+    names = [p.relative_to(root).as_posix() for p in paths]
+    encoder = build_encoder(EncoderSpec.from_config(recipe.model))
+    reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
+    emb = embed_images(encoder, paths, names, recipe.embed, reader=reader,
+                       skip_corrupt=recipe.data.skip_corrupt, desc="embed")
+    emb.save(run.embeddings_dir)
+    out = Path(recipe.submission or run.path / "submission.csv")
+    write_submission(emb, out)
+    if emb.skipped:
+        log.warning("%d undecodable images have NO row in %s (see the log): the submission is incomplete",
+                    len(emb.skipped), out)
+    checked = validate_submission(out, expected_names=emb.names, dim=emb.dim)
+    summary = {"submission": str(out), **checked, "skipped": emb.skipped,
+               "time_s": round(time.perf_counter() - started, 2)}
+    run.write_metrics({**summary, "backbone": encoder.describe()})
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        recipe = parse_cli(sys.argv[1:] if argv is None else argv, "python -m eval.submit",
+                           "Write submission.csv for the images of data.root.")
+        summary = submit(recipe)
+    except CuratorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['submission']}: {summary['rows']} rows x {summary['dim']} features, "
+          f"validated, in {summary['time_s']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Held-out synthetic queries: visitor-photo versions of pool images, the label-free yardstick.
+
+A seeded sample of pool images is photographed by ``core.photosim`` (a simulator that is not the
+training augmentation), the photos are written to the run directory (so a person can look at them)
+with a ``pairs.csv``, and each photo's target is its source image in the pool.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.atomic import atomic_write_bytes, atomic_write_text
+from core.images import ImageReader, shrink_to
+from core.photosim import simulate_visitor_photo
+
+# Sources are shrunk first: the simulator's cost grows with the area, and models see ~224 px.
+SOURCE_MAX_SIDE = 768
+
+
+@dataclass
+class SyntheticQueries:
+    paths: list[Path]
+    names: list[str]
+    sources: list[int]
+
+
+def make_synthetic_queries(pool_paths: list[Path], pool_names: list[str], count: int, seed: int,
+                           out_dir: str | Path, reader: ImageReader | None = None) -> SyntheticQueries:
+    """Photograph ``count`` pool images chosen with ``seed``; write them and ``pairs.csv`` to ``out_dir``."""
+    out_dir = Path(out_dir)
+    count = min(count, len(pool_paths))
+    rng = np.random.default_rng(seed)
+    chosen = sorted(int(i) for i in rng.choice(len(pool_paths), size=count, replace=False))
+    reader = reader or ImageReader(min_side=SOURCE_MAX_SIDE)
+    paths, names = [], []
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["query", "target"])
+    for n, source in enumerate(chosen):
+        painting = shrink_to(reader(pool_paths[source]), SOURCE_MAX_SIDE)
+        # One generator per query: query n is the same whatever the count.
+        photo = simulate_visitor_photo(painting, np.random.default_rng([seed, source]))
+        name = f"synthetic/syn_{n:05d}.jpg"
+        path = out_dir / "images" / f"syn_{n:05d}.jpg"
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        assert ok
+        atomic_write_bytes(path, buf.tobytes())
+        paths.append(path)
+        names.append(name)
+        writer.writerow([name, pool_names[source]])
+    atomic_write_text(out_dir / "pairs.csv", table.getvalue())
+    return SyntheticQueries(paths, names, chosen)

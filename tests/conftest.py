@@ -1,0 +1,32 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.sample import SampleSpec, ensure_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CURATOR_SHARED", ROOT.parent / "shared"))
+# A smaller museum than the demo default keeps the suite fast.
+SMALL = SampleSpec(paintings=24, photos=10, unmatched_photos=2, distractors=8, min_side=64, max_side=120)
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    return ensure_sample(tmp_path_factory.mktemp("sample") / "museum", SMALL)
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not (SHARED / "weights").is_dir():
+        pytest.skip(f"needs ../shared (weights and data), not found at {SHARED}; set CURATOR_SHARED")
+    return SHARED
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m ...`` from the repository root, as a user would."""
+    full_env = {**os.environ, "CURATOR_SHARED": str(SHARED), **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=600)

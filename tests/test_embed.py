@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.backbone import EncoderSpec, build_encoder
+from core.embed import Embeddings, embed_images, embed_variants, scale_sizes
+from core.errors import ImageDecodeError
+from core.images import list_images
+from core.preprocess import eval_transform
+from core.recipe import load_recipe
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return build_encoder(EncoderSpec(arch="test_vit", img_size=64))
+
+
+def _cfg(*overrides):
+    return load_recipe(None, ["embed.num_workers=0", "embed.progress=false", *overrides]).embed
+
+
+def _asymmetric(tmp_path, n=6):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        img = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+        img[:, :20] = 0  # left/right asymmetry so the mirror image differs
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(img).save(paths[-1])
+        Image.fromarray(img[:, ::-1]).save(tmp_path / f"mirror{i}.png")
+    return paths
+
+
+def test_unit_norm_rows_names_and_raw_norms(encoder, sample_root):
+    paths = list_images(sample_root / "images")
+    names = [p.name for p in paths]
+    emb = embed_images(encoder, paths, names, _cfg("embed.batch_size=7"))
+    assert emb.names == names and emb.vectors.dtype == np.float32
+    assert emb.vectors.shape == (len(paths), encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1, atol=1e-5)
+    assert (emb.norms > 0).all() and not np.allclose(emb.norms, 1)
+
+
+def test_batching_and_workers_do_not_change_results(encoder, tmp_path):
+    paths = _asymmetric(tmp_path)
+    a = embed_images(encoder, paths, [p.name for p in paths], _cfg("embed.batch_size=1"))
+    b = embed_images(encoder, paths, [p.name for p in paths], _cfg("embed.batch_size=4", "embed.num_workers=2"))
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+
+
+def test_flip_tta_is_mirror_invariant(encoder, tmp_path):
+    paths = _asymmetric(tmp_path)
+    mirrors = [p.with_name(p.name.replace("im", "mirror")) for p in paths]
+    plain = embed_images(encoder, paths, [p.name for p in paths], _cfg())
+    plain_m = embed_images(encoder, mirrors, [p.name for p in mirrors], _cfg())
+    assert np.abs(plain.vectors - plain_m.vectors).max() > 1e-3
+    flip = embed_images(encoder, paths, [p.name for p in paths], _cfg("embed.flip=true"))
+    flip_m = embed_images(encoder, mirrors, [p.name for p in mirrors], _cfg("embed.flip=true"))
+    np.testing.assert_allclose(flip.vectors, flip_m.vectors, atol=1e-5)
+
+
+def test_variants_share_one_pass_and_match_single_runs(encoder, tmp_path):
+    paths = _asymmetric(tmp_path)
+    names = [p.name for p in paths]
+    variants = embed_variants(encoder, paths, names, poolings=("cls", "gem"), flips=(False, True),
+                              num_workers=0, progress=False)
+    assert set(variants) == {"cls", "cls+flip", "gem", "gem+flip"}
+    single = embed_images(encoder, paths, names, _cfg("embed.flip=true"))
+    np.testing.assert_allclose(variants["cls+flip"].vectors, single.vectors, atol=1e-5)
+
+
+def test_multiscale_sizes_and_output(encoder, tmp_path):
+    assert scale_sizes(encoder, [1.0, 0.5, 1.3]) == [64, 32, 80]  # multiples of the 16 px patch
+    paths = _asymmetric(tmp_path)
+    emb = embed_images(encoder, paths, [p.name for p in paths], _cfg("embed.scales=[1.0,0.75]"))
+    base = embed_images(encoder, paths, [p.name for p in paths], _cfg())
+    np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1, atol=1e-5)
+    assert np.abs(emb.vectors - base.vectors).max() > 1e-4
+
+
+@pytest.mark.parametrize("policy", ["squash", "letterbox", "center-crop"])
+def test_resize_policies(policy):
+    img = np.full((40, 100, 3), 255, np.uint8)
+    out = eval_transform(32, policy, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))(img)
+    assert out.shape == (3, 32, 32)
+    if policy == "letterbox":
+        # Padding is the mean colour, i.e. zero after normalisation; the image rows are white (1.0).
+        assert out[:, 0].abs().max() < 0.01 and out[:, 16].min() > 0.99
+    else:
+        assert out.min() > 0.99
+
+
+def test_corrupt_images_stop_or_are_skipped(encoder, tmp_path):
+    paths = _asymmetric(tmp_path, n=3)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    files = [paths[0], bad, paths[1]]
+    with pytest.raises(ImageDecodeError, match="bad.png"):
+        embed_images(encoder, files, ["a", "bad", "b"], _cfg())
+    emb = embed_images(encoder, files, ["a", "bad", "b"], _cfg(), skip_corrupt=True)
+    assert emb.names == ["a", "b"] and emb.skipped == ["bad"]
+
+
+def test_save_load_round_trip(tmp_path):
+    emb = Embeddings(["a", "b"], np.eye(2, dtype=np.float32), np.array([2.0, 3.0], np.float32))
+    emb.save(tmp_path / "e")
+    back = Embeddings.load(tmp_path / "e")
+    assert back.names == ["a", "b"]
+    np.testing.assert_array_equal(back.vectors, emb.vectors)
+    np.testing.assert_array_equal(back.norms, emb.norms)
+    with pytest.raises(ValueError, match="not finite"):
+        Embeddings(["a"], np.array([[np.nan, 0]], np.float32), np.ones(1, np.float32))
