@@ -5,7 +5,6 @@ Layout::
     RUN/recipe.yaml      the fully resolved recipe that produced the run
     RUN/log.txt          everything logged during the run (skipped files, timings...)
     RUN/metrics.json     the final figures
-    RUN/metrics.jsonl    one line per epoch or round, for stages that train
     RUN/embeddings/      embeddings.npy, norms.npy, names.txt
 """
 
@@ -59,10 +58,3 @@ class RunDir:
         path = self.path / "metrics.json"
         atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
         return path
-
-    def append_metrics(self, row: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def read_metrics(self) -> dict:
-        return json.loads((self.path / "metrics.json").read_text(encoding="utf-8"))

@@ -57,16 +57,15 @@ def test_validation_catches_each_defect(tmp_path):
         validate_submission(path, dim=8)
 
     def broken(edit):
-        table = pd.read_csv(path, dtype={"image_name": str})
-        edit(table)
+        table = edit(pd.read_csv(path, dtype={"image_name": str}))
         table.to_csv(tmp_path / "bad.csv", index=False)
         return tmp_path / "bad.csv"
 
     with pytest.raises(SubmissionError, match="NaN"):
-        validate_submission(broken(lambda t: t.__setitem__("feature_1", np.nan)))
+        validate_submission(broken(lambda t: t.assign(feature_1=np.nan)))
     with pytest.raises(SubmissionError, match="duplicated"):
-        validate_submission(broken(lambda t: t.__setitem__("image_name", "same.png")))
+        validate_submission(broken(lambda t: t.assign(image_name="same.png")))
     with pytest.raises(SubmissionError, match="not L2-normalised"):
-        validate_submission(broken(lambda t: t.__setitem__("feature_0", t["feature_0"] + 0.5)))
+        validate_submission(broken(lambda t: t.assign(feature_0=t["feature_0"] + 0.5)))
     with pytest.raises(SubmissionError, match="header"):
-        validate_submission(broken(lambda t: t.rename(columns={"ID": "id"}, inplace=True)))
+        validate_submission(broken(lambda t: t.rename(columns={"ID": "id"})))
