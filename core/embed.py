@@ -142,7 +142,7 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
     dataset = ImageFileDataset(paths, reader, transforms, skip_corrupt)
     dev = resolve_device(device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-                        pin_memory=dev.type == "cuda", persistent_workers=False)
+                        pin_memory=dev.type == "cuda")
     encoder = encoder.to(dev).eval()
     autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
     keys = [(p, f) for p in poolings for f in flips]

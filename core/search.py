@@ -6,9 +6,13 @@ Inputs are L2-normalised float32 rows, so the inner product is the cosine simila
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import numpy as np
 import torch
+
+# faiss announces at INFO which CPU build it loaded, several lines per process.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 BACKENDS = ("auto", "torch", "faiss")
 

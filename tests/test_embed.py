@@ -43,6 +43,13 @@ def test_unit_norm_rows_names_and_raw_norms(encoder, sample_root):
     assert (emb.norms > 0).all() and not np.allclose(emb.norms, 1)
 
 
+def test_progress_shows_rate_and_eta(encoder, tmp_path, capsys):
+    paths = _asymmetric(tmp_path)
+    embed_images(encoder, paths, [p.name for p in paths], _cfg("embed.progress=true", "embed.batch_size=2"))
+    err = capsys.readouterr().err
+    assert "6/6" in err and "img/s" in err and "<" in err  # tqdm: count, rate, elapsed<remaining
+
+
 def test_batching_and_workers_do_not_change_results(encoder, tmp_path):
     paths = _asymmetric(tmp_path)
     a = embed_images(encoder, paths, [p.name for p in paths], _cfg("embed.batch_size=1"))
