@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -40,8 +42,13 @@ class RunDir:
     def embeddings_dir(self) -> Path:
         return self.path / "embeddings"
 
-    def attach_log(self, level: int = logging.INFO) -> logging.Handler:
-        """Send the process's log records to ``log.txt`` and the console."""
+    @contextmanager
+    def logging_to_file(self, level: int = logging.INFO) -> Iterator[None]:
+        """While inside, send the process's log records to ``log.txt`` (and the console).
+
+        Detached on exit, so runs made one after another in one process (a training loop that
+        evaluates every epoch) each keep their own log.
+        """
         root = logging.getLogger()
         root.setLevel(level)
         handler = logging.FileHandler(self.path / "log.txt", encoding="utf-8")
@@ -52,7 +59,11 @@ class RunDir:
             console = logging.StreamHandler()
             console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
             root.addHandler(console)
-        return handler
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
 
     def write_metrics(self, metrics: dict) -> Path:
         path = self.path / "metrics.json"

@@ -87,38 +87,38 @@ def evaluate(recipe: DictConfig) -> dict:
     """Embed the recipe's pool, score it, write ``metrics.json`` in the run directory; return it."""
     started = time.perf_counter()
     run = RunDir.create(recipe)
-    run.attach_log()
-    labeled, distractors, root = _data_folders(recipe)
-    pool = build_pool(labeled, distractors, root)
-    log.info("pool: %d images from %d labeled set(s), %d distractor folder(s)%s", len(pool),
-             len(pool.labeled), len(distractors), ", and data.root" if root else "")
-    encoder = build_encoder(EncoderSpec.from_config(recipe.model))
-    reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
-    t0 = time.perf_counter()
-    emb = embed_images(encoder, pool.paths, pool.names, recipe.embed, reader=reader,
-                       skip_corrupt=recipe.data.skip_corrupt, desc="embed pool")
-    embed_s = time.perf_counter() - t0
-    emb.save(run.embeddings_dir)
-    per_set, overall = labeled_metrics(pool, emb)
-    embedded = set(emb.names)
-    paths = [p for p, n in zip(pool.paths, pool.names, strict=True) if n in embedded]
-    synthetic = synthetic_metrics(recipe, run, paths, emb, encoder, reader)
-    metrics = {
-        **overall,
-        "sets": per_set,
-        "synthetic": synthetic,
-        "stats": embedding_stats(emb.vectors, emb.norms),
-        "pool_size": len(emb),
-        "skipped": emb.skipped,
-        "backbone": encoder.describe(),
-        "recipe": to_dict(recipe),
-        "time_s": {"embed_pool": round(embed_s, 2), "total": round(time.perf_counter() - started, 2)},
-        "images_per_s": round(len(emb) / max(embed_s, 1e-9), 2),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": str(run.path),
-    }
-    run.write_metrics(metrics)
-    return metrics
+    with run.logging_to_file():
+        labeled, distractors, root = _data_folders(recipe)
+        pool = build_pool(labeled, distractors, root)
+        log.info("pool: %d images from %d labeled set(s), %d distractor folder(s)%s", len(pool),
+                 len(pool.labeled), len(distractors), ", and data.root" if root else "")
+        encoder = build_encoder(EncoderSpec.from_config(recipe.model))
+        reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
+        t0 = time.perf_counter()
+        emb = embed_images(encoder, pool.paths, pool.names, recipe.embed, reader=reader,
+                           skip_corrupt=recipe.data.skip_corrupt, desc="embed pool")
+        embed_s = time.perf_counter() - t0
+        emb.save(run.embeddings_dir)
+        per_set, overall = labeled_metrics(pool, emb)
+        embedded = set(emb.names)
+        paths = [p for p, n in zip(pool.paths, pool.names, strict=True) if n in embedded]
+        synthetic = synthetic_metrics(recipe, run, paths, emb, encoder, reader)
+        metrics = {
+            **overall,
+            "sets": per_set,
+            "synthetic": synthetic,
+            "stats": embedding_stats(emb.vectors, emb.norms),
+            "pool_size": len(emb),
+            "skipped": emb.skipped,
+            "backbone": encoder.describe(),
+            "recipe": to_dict(recipe),
+            "time_s": {"embed_pool": round(embed_s, 2), "total": round(time.perf_counter() - started, 2)},
+            "images_per_s": round(len(emb) / max(embed_s, 1e-9), 2),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "run_dir": str(run.path),
+        }
+        run.write_metrics(metrics)
+        return metrics
 
 
 def format_table(metrics: dict) -> str:

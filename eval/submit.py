@@ -92,25 +92,25 @@ def submit(recipe: DictConfig) -> dict:
         raise RecipeError("data.root is not set. Fix: python -m eval.submit RECIPE data.root=DIR [submission=FILE]")
     started = time.perf_counter()
     run = RunDir.create(recipe)
-    run.attach_log()
-    root = Path(recipe.data.root)
-    paths = list_images(root)
-    names = [p.relative_to(root).as_posix() for p in paths]
-    encoder = build_encoder(EncoderSpec.from_config(recipe.model))
-    reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
-    emb = embed_images(encoder, paths, names, recipe.embed, reader=reader,
-                       skip_corrupt=recipe.data.skip_corrupt, desc="embed")
-    emb.save(run.embeddings_dir)
-    out = Path(recipe.submission or run.path / "submission.csv")
-    write_submission(emb, out)
-    if emb.skipped:
-        log.warning("%d undecodable images have NO row in %s (see the log): the submission is incomplete",
-                    len(emb.skipped), out)
-    checked = validate_submission(out, expected_names=emb.names, dim=emb.dim)
-    summary = {"submission": str(out), **checked, "skipped": emb.skipped,
-               "time_s": round(time.perf_counter() - started, 2)}
-    run.write_metrics({**summary, "backbone": encoder.describe()})
-    return summary
+    with run.logging_to_file():
+        root = Path(recipe.data.root)
+        paths = list_images(root)
+        names = [p.relative_to(root).as_posix() for p in paths]
+        encoder = build_encoder(EncoderSpec.from_config(recipe.model))
+        reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
+        emb = embed_images(encoder, paths, names, recipe.embed, reader=reader,
+                           skip_corrupt=recipe.data.skip_corrupt, desc="embed")
+        emb.save(run.embeddings_dir)
+        out = Path(recipe.submission or run.path / "submission.csv")
+        write_submission(emb, out)
+        if emb.skipped:
+            log.warning("%d undecodable images have NO row in %s (see the log): the submission is incomplete",
+                        len(emb.skipped), out)
+        checked = validate_submission(out, expected_names=emb.names, dim=emb.dim)
+        summary = {"submission": str(out), **checked, "skipped": emb.skipped,
+                   "time_s": round(time.perf_counter() - started, 2)}
+        run.write_metrics({**summary, "backbone": encoder.describe()})
+        return summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,3 +99,16 @@ def test_default_data_is_the_sample_museum(tmp_path):
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert list(metrics["sets"]) == ["sample-museum"] and metrics["n_queries"] == 24
     assert (ROOT / "recipes" / "tiny.yaml").is_file()
+
+
+def test_runs_in_one_process_keep_separate_logs(tmp_path, sample_root):
+    from core.recipe import load_recipe
+    from eval.evaluate import evaluate
+
+    common = [f"data.labeled=[{sample_root}]", "synthetic.num_queries=0"]
+    evaluate(load_recipe(ROOT / "recipes" / "tiny.yaml", [*common, f"run_dir={tmp_path / 'a'}"]))
+    evaluate(load_recipe(ROOT / "recipes" / "tiny.yaml", [*common, f"run_dir={tmp_path / 'b'}",
+                                                          f"data.distractors=[{sample_root / 'images' / 'studio'}]"]))
+    first, second = (tmp_path / "a" / "log.txt").read_text(), (tmp_path / "b" / "log.txt").read_text()
+    assert "1 distractor folder" in second and "1 distractor folder" not in first
+    assert first.count("eval.evaluate: pool:") == 1 and second.count("eval.evaluate: pool:") == 1
