@@ -4,7 +4,8 @@
 
 Defaults to ../shared/data/mcv-museum with ../shared/data/distractors in the pool. Poolings and
 flips share one decoding and forward pass per resize policy (core.embed.embed_variants), so the grid
-costs three pool embeddings with flipping, not eighteen. Prints a table and writes it as CSV.
+costs three pool embeddings with flipping, not eighteen. Prints a table, writes it as CSV with
+per-set Hit@1/3/10, and keeps every variant's embeddings for later comparisons.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from core.embed import embed_variants, scale_sizes  # noqa: E402
 from core.images import make_reader  # noqa: E402
 from core.recipe import POOLINGS, RESIZE_POLICIES, load_recipe  # noqa: E402
 from eval.evaluate import labeled_metrics  # noqa: E402
+from eval.metrics import KS  # noqa: E402
+
+HEADLINE = ["resize", "pooling", "flip", "overall hit@1", "overall hit@3", "overall hit@10", "overall map"]
 from eval.pool import build_pool  # noqa: E402
 
 
@@ -37,6 +41,7 @@ def main(argv: list[str]) -> None:
     pool = build_pool(list(recipe.data.labeled), list(recipe.data.distractors), recipe.data.root)
     print(f"pool: {len(pool)} images; model {recipe.model.arch} @ {recipe.model.img_size} px, "
           f"{recipe.embed.precision}", flush=True)
+    out = Path(os.environ.get("CURATOR_BENCH_OUT", "runs/benchmarks/zeroshot_sweep"))
     rows = []
     for policy in RESIZE_POLICIES:
         encoder = build_encoder(replace(EncoderSpec.from_config(recipe.model), resize=policy))
@@ -53,18 +58,19 @@ def main(argv: list[str]) -> None:
             row = {"resize": policy, "pooling": name.removesuffix("+flip"), "flip": name.endswith("+flip")}
             for figures in per_set.values():
                 for subset, f in figures["subsets"].items():
-                    row[f"{subset} hit@3"] = f["hit@3"]
-            row.update({k: overall[k] for k in ("hit@1", "hit@3", "hit@10", "map")})
-            row["embed_s (all 6)"] = round(seconds, 1)
+                    row.update({f"{subset} hit@{k}": f[f"hit@{k}"] for k in KS})
+            row.update({f"overall {k}": overall[k] for k in ("hit@1", "hit@3", "hit@10", "map")})
+            row["embed_s (6 variants)"] = round(seconds, 1)
             rows.append(row)
-        print(pd.DataFrame(rows).tail(len(variants)).to_string(index=False, float_format="%.3f"), flush=True)
-    table = pd.DataFrame(rows).sort_values("hit@3", ascending=False, kind="stable")
-    print("\nall configurations, best Hit@3 first:")
-    print(table.to_string(index=False, float_format="%.3f"))
-    out = Path(os.environ.get("CURATOR_BENCH_OUT", "runs/benchmarks")) / "zeroshot_sweep.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    print(f"\nwritten: {out}")
+            emb.save(out / "embeddings" / f"{policy}-{name}")
+        print(pd.DataFrame(rows).tail(len(variants))[HEADLINE].to_string(index=False, float_format="%.3f"),
+              flush=True)
+    table = pd.DataFrame(rows).sort_values("overall hit@3", ascending=False, kind="stable")
+    print("\nall configurations, best overall Hit@3 first (per-set Hit@1/3/10 in the CSV):")
+    print(table[HEADLINE + [c for c in table.columns if c.endswith("hit@3") and not c.startswith("overall")]]
+          .to_string(index=False, float_format="%.3f"))
+    table.to_csv(out / "zeroshot_sweep.csv", index=False)
+    print(f"\nwritten: {out}/zeroshot_sweep.csv and embeddings/")
 
 
 if __name__ == "__main__":
