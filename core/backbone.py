@@ -115,10 +115,13 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.model.forward_features(x), self.spec.pooling)
 
+    def pooled_dim(self, pooling: str) -> int:
+        width = int(self.model.num_features)
+        return 2 * width if pooling == "cls+gem" else width
+
     @property
     def dim(self) -> int:
-        width = int(self.model.num_features)
-        return 2 * width if self.spec.pooling == "cls+gem" else width
+        return self.pooled_dim(self.spec.pooling)
 
     def describe(self) -> dict:
         return {**asdict(self.spec), "dim": self.dim,

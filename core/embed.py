@@ -184,7 +184,7 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
         log.warning("skipped undecodable image %s", name)
     result = {}
     for p, f in keys:
-        vectors = torch.cat(sums[(p, f)]).numpy() if order else np.zeros((0, encoder.dim), np.float32)
+        vectors = torch.cat(sums[(p, f)]).numpy() if order else np.zeros((0, encoder.pooled_dim(p)), np.float32)
         norms = torch.cat(norm_sums[(p, f)]).numpy() if order else np.zeros(0, np.float32)
         result[variant_name(p, f)] = Embeddings([names[i] for i in order], vectors.astype(np.float32),
                                                 norms.astype(np.float32), skipped_names)

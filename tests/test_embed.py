@@ -108,6 +108,10 @@ def test_corrupt_images_stop_or_are_skipped(encoder, tmp_path):
         embed_images(encoder, files, ["a", "bad", "b"], _cfg())
     emb = embed_images(encoder, files, ["a", "bad", "b"], _cfg(), skip_corrupt=True)
     assert emb.names == ["a", "b"] and emb.skipped == ["bad"]
+    nothing = embed_variants(encoder, [bad], ["bad"], poolings=("cls", "cls+gem"), num_workers=0,
+                             progress=False, skip_corrupt=True)
+    assert nothing["cls"].vectors.shape == (0, 64) and nothing["cls+gem"].vectors.shape == (0, 128)
+    assert nothing["cls+gem"].skipped == ["bad"]
 
 
 def test_save_load_round_trip(tmp_path):
