@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # PIL's default bomb guard (89 Mpx) rejects real scans of paintings; above this we stop with advice.
 MAX_PIXELS = 250_000_000
+# PIL's own guard would stop at twice its 89 Mpx default, before the check below can say why.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 def _fix_advice(path: Path) -> str:
@@ -157,4 +159,7 @@ class ImageReader:
 def make_reader(data_cfg, min_side: int | None) -> ImageReader:
     """The reader a recipe's ``data`` section asks for (with or without the resized cache)."""
     cache = ImageCache(Path(data_cfg.cache_dir), int(data_cfg.cache_max_side)) if data_cfg.cache_dir else None
+    if cache and min_side and cache.max_side < min_side:
+        log.warning("data.cache_max_side=%d is below the %d px the model needs: cached images will be "
+                    "enlarged. Fix: raise data.cache_max_side", cache.max_side, min_side)
     return ImageReader(cache=cache, min_side=min_side)

@@ -61,10 +61,13 @@ def test_encoder_file_evaluates_directly(tmp_path, sample_root):
 
     build_encoder(EncoderSpec(arch="test_vit", img_size=64, pooling="gem")).save(tmp_path / "enc.pt")
     result = run_cli("eval", str(tmp_path / "enc.pt"), f"data.labeled=[{sample_root}]",
-                     f"run_dir={tmp_path / 'run'}", "synthetic.num_queries=0", "embed.progress=false")
+                     f"run_dir={tmp_path / 'run'}", "synthetic.num_queries=0", "embed.progress=false",
+                     f"data.cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["backbone"]["pooling"] == "gem" and metrics["synthetic"] is None
+    # One resized cache entry per pool image.
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == metrics["pool_size"]
 
 
 def test_corrupt_image_stops_with_its_name_or_is_skipped(tmp_path, sample_root):
