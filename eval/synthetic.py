@@ -44,7 +44,7 @@ def make_synthetic_queries(pool_paths: list[Path], pool_names: list[str], count:
     writer.writerow(["query", "target"])
     for n, source in enumerate(chosen):
         painting = shrink_to(reader(pool_paths[source]), SOURCE_MAX_SIDE)
-        # One generator per query: query n is the same whatever the count.
+        # One generator per source: a photo depends only on the seed and the image it shows.
         photo = simulate_visitor_photo(painting, np.random.default_rng([seed, source]))
         name = f"synthetic/syn_{n:05d}.jpg"
         path = out_dir / "images" / f"syn_{n:05d}.jpg"
