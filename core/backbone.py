@@ -134,14 +134,15 @@ class Encoder(nn.Module):
             torch.save(payload, tmp)
 
 
-def _is_encoder_file(path: Path) -> bool:
-    if path.suffix in (".safetensors",):
-        return False
+def _encoder_payload(path: Path) -> dict | None:
+    """The contents of a Curator encoder file, or None for any other file."""
+    if path.suffix == ".safetensors":
+        return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
-        return False
-    return isinstance(payload, dict) and payload.get("format") == ENCODER_FORMAT
+        return None
+    return payload if isinstance(payload, dict) and payload.get("format") == ENCODER_FORMAT else None
 
 
 def _create_timm(arch: str, pretrained: bool, img_size: int | None, **kwargs) -> nn.Module:
@@ -208,8 +209,9 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
             raise MissingInputError(
                 f"model.weights={weights!r} is neither 'hub', 'none' nor an existing file. Fix: give a "
                 "timm state dict (.safetensors/.pth) or a Curator encoder file, e.g. from ../shared/weights")
-        if _is_encoder_file(path):
-            return load_encoder(path, resize=spec.resize)
+        payload = _encoder_payload(path)
+        if payload is not None:
+            return _encoder_from_payload(payload, path, resize=spec.resize)
     _check_arch(spec.arch)
     if weights == "hub":
         try:
@@ -232,16 +234,19 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
     return encoder
 
 
-def load_encoder(path: str | Path, resize: str | None = None) -> Encoder:
-    """Load an encoder file written by :meth:`Encoder.save`."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
-        raise ValueError(f"{path} is not a Curator encoder file ({ENCODER_FORMAT})")
+def _encoder_from_payload(payload: dict, path: Path, resize: str | None) -> Encoder:
     fields = payload["spec"]
     spec = EncoderSpec(**{**fields, "mean": tuple(fields["mean"]), "std": tuple(fields["std"]),
                           "weights": str(path), **({"resize": resize} if resize else {})})
-    model = _create_timm(spec.arch, False, spec.img_size)
-    encoder = Encoder(model, spec)
+    encoder = Encoder(_create_timm(spec.arch, False, spec.img_size), spec)
     encoder.load_state_dict(payload["state_dict"])
-    encoder.eval()
-    return encoder
+    return encoder.eval()
+
+
+def load_encoder(path: str | Path, resize: str | None = None) -> Encoder:
+    """Load an encoder file written by :meth:`Encoder.save`."""
+    payload = _encoder_payload(Path(path))
+    if payload is None:
+        raise MissingInputError(f"{path} is not a Curator encoder file ({ENCODER_FORMAT}). Fix: give a file "
+                                "written by Encoder.save, or a timm state dict as model.weights")
+    return _encoder_from_payload(payload, Path(path), resize)

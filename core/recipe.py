@@ -7,6 +7,7 @@ error that names the key, the file and the valid choices.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +155,6 @@ def parse_cli(argv: list[str], prog: str, description: str, accept_model_file: b
     A model file (encoder, checkpoint or weights) instead of a recipe means the default recipe with
     ``model.weights`` set to it.
     """
-    import argparse
-
     parser = argparse.ArgumentParser(prog=prog, description=description)
     what = "a recipe YAML" + (" or a model file (.pt/.ckpt/.safetensors/.pth)" if accept_model_file else "")
     parser.add_argument("args", nargs="*", metavar="RECIPE_OR_KEY=VALUE",

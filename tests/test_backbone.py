@@ -54,6 +54,9 @@ def test_encoder_file_round_trip(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(loaded(x), encoder(x))
     assert load_encoder(tmp_path / "enc.pt").spec.arch == "test_vit"
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(MissingInputError, match="other.pt is not a Curator encoder file"):
+        load_encoder(tmp_path / "other.pt")
 
 
 def test_weights_errors_name_the_fix(tmp_path):
