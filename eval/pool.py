@@ -21,7 +21,6 @@ class LabeledSet:
     """A labeled evaluation set: query -> targets (pool indices), and each query's ``set`` tag."""
 
     name: str
-    root: Path
     queries: list[int] = field(default_factory=list)
     targets: list[list[int]] = field(default_factory=list)
     subsets: list[str] = field(default_factory=list)
@@ -72,8 +71,7 @@ class Pool:
             raise MissingInputError(
                 f"{folder} is not a labeled set: it needs images/ and pairs.csv (query,target[,set]). "
                 "Fix: pass such a folder in data.labeled, or an unlabeled folder in data.distractors")
-        labeled = LabeledSet(name=self.add_folder(folder / "images", source=folder.resolve().name),
-                             root=folder)
+        labeled = LabeledSet(name=self.add_folder(folder / "images", source=folder.resolve().name))
         table = pd.read_csv(pairs_file, dtype=str, keep_default_na=False)
         missing_cols = {"query", "target"} - set(table.columns)
         if missing_cols:
