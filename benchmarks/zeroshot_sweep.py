@@ -21,8 +21,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.backbone import EncoderSpec, build_encoder  # noqa: E402
-from core.embed import embed_variants, scale_sizes  # noqa: E402
-from core.images import make_reader  # noqa: E402
+from core.embed import embed_variants, recipe_reader  # noqa: E402
 from core.recipe import POOLINGS, RESIZE_POLICIES, load_recipe  # noqa: E402
 from eval.evaluate import labeled_metrics  # noqa: E402
 from eval.metrics import KS  # noqa: E402
@@ -45,7 +44,7 @@ def main(argv: list[str]) -> None:
     rows = []
     for policy in RESIZE_POLICIES:
         encoder = build_encoder(replace(EncoderSpec.from_config(recipe.model), resize=policy))
-        reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
+        reader = recipe_reader(recipe, encoder)
         start = time.perf_counter()
         variants = embed_variants(
             encoder, pool.paths, pool.names, poolings=POOLINGS, flips=(False, True),

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from core.atomic import atomic_path, atomic_write_text
 from core.backbone import Encoder
 from core.errors import ImageDecodeError
-from core.images import ImageReader
+from core.images import ImageReader, make_reader
 from core.preprocess import eval_transform
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,11 @@ def scale_sizes(encoder: Encoder, scales: Sequence[float]) -> list[int]:
     """Input sides for each TTA scale, rounded to the encoder's patch multiple."""
     m = encoder.size_multiple
     return [max(m, int(round(encoder.img_size * s / m)) * m) for s in scales]
+
+
+def recipe_reader(recipe, encoder: Encoder) -> ImageReader:
+    """The image reader of a recipe's ``data`` section, decoding for the largest TTA input size."""
+    return make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
 
 
 def resolve_device(name: str) -> torch.device:

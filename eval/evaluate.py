@@ -12,8 +12,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from core.backbone import Encoder, EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, scale_sizes
-from core.images import ImageReader, make_reader
+from core.embed import Embeddings, embed_images, recipe_reader
+from core.images import ImageReader
 from core.recipe import to_dict
 from core.runs import RunDir
 from core.sample import ensure_sample
@@ -93,7 +93,7 @@ def evaluate(recipe: DictConfig) -> dict:
         log.info("pool: %d images from %d labeled set(s), %d distractor folder(s)%s", len(pool),
                  len(pool.labeled), len(distractors), ", and data.root" if root else "")
         encoder = build_encoder(EncoderSpec.from_config(recipe.model))
-        reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
+        reader = recipe_reader(recipe, encoder)
         t0 = time.perf_counter()
         emb = embed_images(encoder, pool.paths, pool.names, recipe.embed, reader=reader,
                            skip_corrupt=recipe.data.skip_corrupt, desc="embed pool")

@@ -20,9 +20,9 @@ from omegaconf import DictConfig
 
 from core.atomic import atomic_path
 from core.backbone import EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, scale_sizes
+from core.embed import Embeddings, embed_images, recipe_reader
 from core.errors import CuratorError, RecipeError
-from core.images import list_images, make_reader
+from core.images import list_images
 from core.recipe import parse_cli
 from core.runs import RunDir
 
@@ -97,7 +97,7 @@ def submit(recipe: DictConfig) -> dict:
         paths = list_images(root)
         names = [p.relative_to(root).as_posix() for p in paths]
         encoder = build_encoder(EncoderSpec.from_config(recipe.model))
-        reader = make_reader(recipe.data, max(scale_sizes(encoder, recipe.embed.scales)))
+        reader = recipe_reader(recipe, encoder)
         emb = embed_images(encoder, paths, names, recipe.embed, reader=reader,
                            skip_corrupt=recipe.data.skip_corrupt, desc="embed")
         emb.save(run.embeddings_dir)
