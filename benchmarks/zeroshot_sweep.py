@@ -27,7 +27,7 @@ from eval.evaluate import labeled_metrics  # noqa: E402
 from eval.metrics import KS  # noqa: E402
 
 HEADLINE = ["resize", "pooling", "flip", "overall hit@1", "overall hit@3", "overall hit@10", "overall map"]
-from eval.pool import build_pool  # noqa: E402
+from core.pool import build_pool  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

@@ -93,12 +93,17 @@ def _valid_keys(schema: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _choices_check(cfg: DictConfig) -> None:
-    for key, allowed in (("model.resize", RESIZE_POLICIES), ("model.pooling", POOLINGS),
-                         ("embed.precision", PRECISIONS)):
+def check_choices(cfg: DictConfig, choices: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    """Raise a :class:`RecipeError` naming the key and the valid values for any value outside them."""
+    for key, allowed in choices:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise RecipeError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def _choices_check(cfg: DictConfig) -> None:
+    check_choices(cfg, (("model.resize", RESIZE_POLICIES), ("model.pooling", POOLINGS),
+                        ("embed.precision", PRECISIONS)))
     if not cfg.embed.scales or any(s <= 0 for s in cfg.embed.scales):
         raise RecipeError(f"embed.scales={list(cfg.embed.scales)} must be a non-empty list of positive factors")
     if cfg.embed.batch_size < 1:
@@ -110,7 +115,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Merge ``schema`` defaults, the YAML file at ``path`` and ``key=value`` overrides.
 
     Interpolations such as ``${oc.env:CURATOR_SHARED,../shared}`` are resolved at the end, so the
-    returned config holds plain values.
+    returned config holds plain values. A schema with a ``validate(cfg)`` static method gets its
+    own checks run after the common ones.
     """
     cfg = OmegaConf.structured(schema)
     where = "the defaults"
@@ -135,6 +141,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
     except OmegaConfBaseException as e:
         raise RecipeError(f"invalid recipe value in {where}: {e.msg if hasattr(e, 'msg') else e}") from None
     _choices_check(cfg)
+    if hasattr(schema, "validate"):
+        schema.validate(cfg)
     return cfg
 
 
@@ -149,19 +157,31 @@ def to_dict(cfg: DictConfig) -> dict:
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
 
 
-def parse_cli(argv: list[str], prog: str, description: str, accept_model_file: bool = False) -> DictConfig:
-    """``[RECIPE.yaml | MODEL_FILE] [key=value ...]`` -> recipe.
-
-    A model file (encoder, checkpoint or weights) instead of a recipe means the default recipe with
-    ``model.weights`` set to it.
-    """
+def cli_parser(prog: str, description: str, accept_model_file: bool = False) -> argparse.ArgumentParser:
+    """The common ``[RECIPE.yaml | MODEL_FILE] [key=value ...]`` command line; add flags to it freely."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     what = "a recipe YAML" + (" or a model file (.pt/.ckpt/.safetensors/.pth)" if accept_model_file else "")
     parser.add_argument("args", nargs="*", metavar="RECIPE_OR_KEY=VALUE",
                         help=f"{what}, then key=value overrides, e.g. embed.flip=true")
-    args = parser.parse_args(argv).args
+    return parser
+
+
+def recipe_from_args(args: list[str], accept_model_file: bool = False, schema: type = Recipe,
+                     default: str | Path | None = None) -> DictConfig:
+    """The recipe named by ``args`` (``[RECIPE | MODEL_FILE] [key=value ...]``), or ``default``.
+
+    A model file (encoder, checkpoint or weights) instead of a recipe means the default recipe with
+    ``model.weights`` set to it.
+    """
     target = args[0] if args and "=" not in args[0] else None
     overrides = args[1:] if target else args
     if target and accept_model_file and target.endswith(MODEL_FILE_SUFFIXES):
-        return load_recipe(None, [f"model.weights={target}", *overrides])
-    return load_recipe(target, overrides)
+        return load_recipe(default, [f"model.weights={target}", *overrides], schema)
+    return load_recipe(target or default, overrides, schema)
+
+
+def parse_cli(argv: list[str], prog: str, description: str, accept_model_file: bool = False,
+              schema: type = Recipe) -> DictConfig:
+    """Parse ``[RECIPE.yaml | MODEL_FILE] [key=value ...]`` into a recipe (see :func:`recipe_from_args`)."""
+    args = cli_parser(prog, description, accept_model_file).parse_args(argv).args
+    return recipe_from_args(args, accept_model_file, schema)

@@ -14,27 +14,16 @@ from omegaconf import DictConfig
 from core.backbone import Encoder, EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
 from core.images import ImageReader
+from core.pool import LabeledSet, Pool, recipe_pool
 from core.recipe import to_dict
 from core.runs import RunDir
-from core.sample import ensure_sample
 from eval.metrics import KS, summarize, target_ranks
-from eval.pool import LabeledSet, Pool, build_pool
 from eval.stats import embedding_stats
 from eval.synthetic import make_synthetic_queries
 
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = tuple(f"hit@{k}" for k in KS) + ("map", "mrr", "n_queries")
-
-
-def _data_folders(recipe: DictConfig) -> tuple[list[str], list[str], str | None]:
-    data = recipe.data
-    labeled, distractors, root = list(data.labeled), list(data.distractors), data.root
-    if not (labeled or distractors or root):
-        sample = ensure_sample(data.sample_dir)
-        log.info("no data given: evaluating on the sample museum at %s", sample)
-        labeled = [str(sample)]
-    return labeled, distractors, root
 
 
 def _rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int], list[list[int]], list[str]]:
@@ -88,10 +77,7 @@ def evaluate(recipe: DictConfig) -> dict:
     started = time.perf_counter()
     run = RunDir.create(recipe)
     with run.logging_to_file():
-        labeled, distractors, root = _data_folders(recipe)
-        pool = build_pool(labeled, distractors, root)
-        log.info("pool: %d images from %d labeled set(s), %d distractor folder(s)%s", len(pool),
-                 len(pool.labeled), len(distractors), ", and data.root" if root else "")
+        pool = recipe_pool(recipe)
         encoder = build_encoder(EncoderSpec.from_config(recipe.model))
         reader = recipe_reader(recipe, encoder)
         t0 = time.perf_counter()

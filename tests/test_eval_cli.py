@@ -114,4 +114,4 @@ def test_runs_in_one_process_keep_separate_logs(tmp_path, sample_root):
                                                           f"data.distractors=[{sample_root / 'images' / 'studio'}]"]))
     first, second = (tmp_path / "a" / "log.txt").read_text(), (tmp_path / "b" / "log.txt").read_text()
     assert "1 distractor folder" in second and "1 distractor folder" not in first
-    assert first.count("eval.evaluate: pool:") == 1 and second.count("eval.evaluate: pool:") == 1
+    assert first.count("core.pool: pool:") == 1 and second.count("core.pool: pool:") == 1

@@ -1,4 +1,4 @@
-"""The search pool: labeled sets (``images/`` + ``pairs.csv``), distractor folders, an unlabeled root.
+"""The pool: labeled sets (``images/`` + ``pairs.csv``), distractor folders, an unlabeled root.
 
 Every image of every source is one row of the pool and is ranked against all others, as in the
 competition. Pool names are ``SOURCE/relative/path`` so the same file name in two sources stays
@@ -7,6 +7,7 @@ distinct; a file reached twice (say a labeled set inside ``data.root``) is kept 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import pandas as pd
 
 from core.errors import MissingInputError
 from core.images import list_images
+from core.sample import ensure_sample
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,4 +113,18 @@ def build_pool(labeled: list[str], distractors: list[str], root: str | None = No
         pool.add_folder(folder)
     if root:
         pool.add_folder(root)
+    return pool
+
+
+def recipe_pool(recipe) -> Pool:
+    """The pool of a recipe's ``data`` section; with no data given, the sample museum (made if missing)."""
+    data = recipe.data
+    labeled, distractors, root = list(data.labeled), list(data.distractors), data.root
+    if not (labeled or distractors or root):
+        sample = ensure_sample(data.sample_dir)
+        log.info("no data given: using the sample museum at %s", sample)
+        labeled = [str(sample)]
+    pool = build_pool(labeled, distractors, root)
+    log.info("pool: %d images from %d labeled set(s), %d distractor folder(s)%s", len(pool),
+             len(pool.labeled), len(distractors), ", and data.root" if root else "")
     return pool
