@@ -36,6 +36,8 @@ class EncoderSpec:
     gem_p: float = 3.0
     img_size: int | None = None
     resize: str = "squash"
+    # A learned linear map after pooling (head-only adaptation); identity when first made.
+    proj: bool = False
     # Filled from the model's pretrained config when the encoder is built.
     mean: tuple[float, ...] = field(default=())
     std: tuple[float, ...] = field(default=())
@@ -74,6 +76,12 @@ class Encoder(nn.Module):
         self.model = model
         self.spec = spec
         self.gem = GeM(spec.gem_p)
+        self.proj: nn.Linear | None = None
+        if spec.proj:
+            dim = self.pooled_dim(spec.pooling)
+            self.proj = nn.Linear(dim, dim)
+            nn.init.eye_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
 
     @property
     def img_size(self) -> int:
@@ -110,10 +118,16 @@ class Encoder(nn.Module):
     def forward_poolings(self, x: torch.Tensor, poolings: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Several poolings of one forward pass (used to compare poolings at the cost of one)."""
         feats = self.model.forward_features(x)
-        return {p: self.pool(feats, p) for p in poolings}
+        return {p: self._project(p, self.pool(feats, p)) for p in poolings}
+
+    def _project(self, pooling: str, pooled: torch.Tensor) -> torch.Tensor:
+        # The projection was learned on the spec's pooling; other poolings are left as they are.
+        if self.proj is None or pooling != self.spec.pooling:
+            return pooled
+        return self.proj(pooled.to(self.proj.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.model.forward_features(x), self.spec.pooling)
+        return self._project(self.spec.pooling, self.pool(self.model.forward_features(x), self.spec.pooling))
 
     def pooled_dim(self, pooling: str) -> int:
         width = int(self.model.num_features)

@@ -20,6 +20,7 @@ from core.errors import RecipeError
 RESIZE_POLICIES = ("squash", "letterbox", "center-crop")
 POOLINGS = ("cls", "gem", "cls+gem")
 PRECISIONS = ("fp32", "bf16")
+TUNE_MODES = ("last-blocks", "full", "lora", "head")
 
 
 @dataclass
@@ -67,6 +68,20 @@ class SyntheticConfig:
     # Held-out synthetic visitor photos made from pool images; 0 disables them.
     num_queries: int = 100
     seed: int = 0
+
+
+@dataclass
+class TuneConfig:
+    """Which weights a training stage may change (see core/tuning.py)."""
+
+    mode: str = "last-blocks"
+    # Layer groups trained from the top (timm's group_matcher: a ViT block, its final norm with the
+    # last one); also where LoRA adapters go. 0 with mode=lora/last-blocks is refused.
+    last_blocks: int = 2
+    # Learning-rate factor per layer group going down (1.0: the same rate everywhere).
+    layer_decay: float = 0.75
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
 
 
 @dataclass

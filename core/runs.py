@@ -5,6 +5,7 @@ Layout::
     RUN/recipe.yaml      the fully resolved recipe that produced the run
     RUN/log.txt          everything logged during the run (skipped files, timings...)
     RUN/metrics.json     the final figures
+    RUN/metrics.jsonl    one line per epoch or round, for runs that train
     RUN/embeddings/      embeddings.npy, norms.npy, names.txt
 """
 
@@ -32,9 +33,11 @@ class RunDir:
 
     @classmethod
     def create(cls, recipe: DictConfig, root: str | Path = "runs") -> RunDir:
-        """The recipe's ``run_dir``, or ``runs/NAME-YYYYmmdd-HHMMSS``; snapshot the recipe there."""
-        path = recipe.run_dir or Path(root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = cls(path)
+        """The recipe's ``run_dir``, or ``runs/NAME-YYYYmmdd-HHMMSS`` (written back into the recipe, so
+        the snapshot says where it lives); snapshot the recipe there."""
+        if not recipe.run_dir:
+            recipe.run_dir = str(Path(root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run = cls(recipe.run_dir)
         atomic_write_text(run.path / "recipe.yaml", to_yaml(recipe))
         return run
 
@@ -69,3 +72,21 @@ class RunDir:
         path = self.path / "metrics.json"
         atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
         return path
+
+    def append_metrics_line(self, record: dict) -> None:
+        """Append one JSON line to ``metrics.jsonl`` (the per-epoch history of a training run).
+
+        A whole line is written with one call, so an interrupted run leaves complete lines only.
+        """
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_metrics_lines(self, records: list[dict]) -> None:
+        """Replace ``metrics.jsonl`` with ``records`` (atomic)."""
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+    def read_metrics_lines(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

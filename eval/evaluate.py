@@ -19,7 +19,7 @@ from core.recipe import to_dict
 from core.runs import RunDir
 from eval.metrics import KS, summarize, target_ranks
 from eval.stats import embedding_stats
-from eval.synthetic import make_synthetic_queries
+from eval.synthetic import SyntheticQueries, make_synthetic_queries
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,20 @@ def labeled_metrics(pool: Pool, emb: Embeddings) -> tuple[dict, dict]:
     return per_set, summarize(all_ranks)
 
 
+def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings, embed_cfg,
+                    save_to: Path | None = None) -> dict:
+    """Hit@k of the synthetic photos, each ranked against ``emb`` (rows = its sources) and each other."""
+    syn = embed_images(encoder, queries.paths, queries.names, embed_cfg, desc="embed synthetic")
+    if save_to is not None:
+        syn.save(save_to)
+    vectors = np.concatenate([emb.vectors, syn.vectors])
+    rows = list(range(len(emb), len(emb) + len(syn)))
+    return summarize(target_ranks(vectors, rows, [[s] for s in queries.sources]))
+
+
 def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], emb: Embeddings,
                       encoder: Encoder, reader: ImageReader) -> dict | None:
-    """Hit@k of held-out synthetic photos of pool images, ranked against the pool and each other.
+    """Make the recipe's held-out synthetic photos of pool images and score them (None if disabled).
 
     ``pool_paths`` are the files of ``emb``'s rows, in order.
     """
@@ -65,11 +76,7 @@ def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], e
         return None
     queries = make_synthetic_queries(pool_paths, emb.names, count, int(recipe.synthetic.seed),
                                      run.path / "synthetic", reader)
-    syn = embed_images(encoder, queries.paths, queries.names, recipe.embed, desc="embed synthetic")
-    syn.save(run.path / "synthetic" / "embeddings")
-    vectors = np.concatenate([emb.vectors, syn.vectors])
-    rows = list(range(len(emb), len(emb) + len(syn)))
-    return summarize(target_ranks(vectors, rows, [[s] for s in queries.sources]))
+    return score_synthetic(encoder, queries, emb, recipe.embed, run.path / "synthetic" / "embeddings")
 
 
 def evaluate(recipe: DictConfig) -> dict:

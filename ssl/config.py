@@ -1,0 +1,132 @@
+"""The pretraining recipe: the common recipe plus views, tuning, method and trainer sections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ssl.augment import ViewMaker, dino_views, pair_views
+
+from omegaconf import DictConfig
+
+from core.errors import RecipeError
+from core.recipe import Recipe, TuneConfig, check_choices
+
+METHODS = ("dino", "simclr")
+EXPORTS = ("teacher", "student")
+
+
+@dataclass
+class ViewsConfig:
+    # Global (and SimCLR) view side. Low-resolution mode: 112 for a ViT-S/14 costs ~1/4 of 224.
+    global_size: int = 224
+    local_size: int = 98
+    n_local: int = 4
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_scale: list[float] = field(default_factory=lambda: [0.08, 0.4])
+    # Probability that a view other than the first is a simulated visitor photo.
+    photo_p: float = 0.8
+    # Images are shrunk to this longer side before augmenting (speed; views are far smaller).
+    max_side: int = 448
+
+
+@dataclass
+class DinoConfig:
+    hidden_dim: int = 1024
+    bottleneck_dim: int = 256
+    out_dim: int = 4096
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    # Teacher EMA momentum, cosine from start to end over the run.
+    momentum_start: float = 0.996
+    momentum_end: float = 1.0
+    # Epochs during which the head's last layer stays fixed (DINO's stabiliser).
+    freeze_last_layer_epochs: int = 1
+
+
+@dataclass
+class SimclrConfig:
+    hidden_dim: int = 1024
+    out_dim: int = 128
+    temperature: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    num_workers: int = 2
+    # Base learning rate of the top layer group (layer decay scales the ones below); the projection
+    # head, new and randomly initialised, learns at head_lr.
+    lr: float = 2e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.04
+    warmup_epochs: int = 1
+    # Epochs at the start during which only the head trains: a random head's first gradients would
+    # otherwise push noise into the pretrained backbone.
+    head_warmup_epochs: int = 1
+    # Images drawn per epoch (a fresh random subset each epoch); null: all of them.
+    images_per_epoch: int | None = None
+    # Which DINO network becomes the encoder file: the EMA teacher is the usual choice (SimCLR has
+    # only the student).
+    export: str = "teacher"
+    # Gradient clipping by norm (0 disables).
+    clip_grad: float = 3.0
+
+
+@dataclass
+class MonitorConfig:
+    # Evaluate every N epochs (and before the first one); 0 disables the per-epoch evaluation.
+    every_n_epochs: int = 1
+    # Images of the pool embedded each time: all labeled images plus a fixed random fill up to this.
+    pool_size: int = 1000
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to PyTorch Lightning's Trainer: change devices/strategy to scale out (e.g. ddp)."""
+
+    accelerator: str = "auto"
+    devices: str = "1"
+    strategy: str = "auto"
+    # Lightning precision: "bf16-mixed" (CPU and recent GPUs), "16-mixed", "32-true".
+    precision: str = "bf16-mixed"
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class PretrainRecipe(Recipe):
+    method: str = "dino"
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    simclr: SimclrConfig = field(default_factory=SimclrConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    @staticmethod
+    def validate(cfg: DictConfig) -> None:
+        check_choices(cfg, (("method", METHODS), ("train.export", EXPORTS)))
+        for key in ("global_scale", "local_scale"):
+            lo, hi = list(cfg.views[key])
+            if not 0 < lo <= hi <= 1:
+                raise RecipeError(f"views.{key}=[{lo}, {hi}] must satisfy 0 < low <= high <= 1")
+        if cfg.train.epochs < 1 or cfg.train.batch_size < 2:
+            raise RecipeError("train.epochs must be >= 1 and train.batch_size >= 2 (contrastive losses "
+                              "need other images in the batch)")
+        if cfg.train.head_warmup_epochs >= cfg.train.epochs and cfg.tune.mode != "head":
+            raise RecipeError(f"train.head_warmup_epochs={cfg.train.head_warmup_epochs} leaves no epoch to adapt "
+                              f"the backbone in train.epochs={cfg.train.epochs}. Fix: lower it or raise the epochs")
+
+
+def view_maker(recipe: DictConfig, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3
+               ) -> ViewMaker:
+    """The views of the recipe's method, normalised with ``mean``/``std`` (the backbone's)."""
+    v = recipe.views
+    if recipe.method == "dino":
+        return dino_views(v.global_size, v.local_size, v.n_local, v.global_scale, v.local_scale, mean, std,
+                          v.photo_p, v.max_side)
+    return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side)

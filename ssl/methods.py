@@ -1,0 +1,179 @@
+"""DINO and SimCLR as LightningModules, on lightly's losses, heads and schedules.
+
+Both train a Curator :class:`~core.backbone.Encoder` (already set up by ``core.tuning``) through a
+projection head, and export the encoder that retrieval uses: DINO's EMA teacher (or the student),
+SimCLR's network. The retrieval embedding is the encoder's pooled output, before the head.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+
+import pytorch_lightning as pl
+import torch
+from lightly.loss import DINOLoss, NTXentLoss
+from lightly.models.modules import DINOProjectionHead, SimCLRProjectionHead
+from lightly.models.utils import deactivate_requires_grad
+from lightly.utils.scheduler import cosine_schedule
+from omegaconf import DictConfig
+from torch import nn
+
+from core.backbone import Encoder
+from core.tuning import merged_copy, param_groups
+
+
+def _warmup_cosine(step: int, start: int, warmup: int, total: int) -> float:
+    """0 before ``start``, linear up to 1 over ``warmup`` steps, then cosine down to 0 at ``total``."""
+    if step < start:
+        return 0.0
+    if step < start + warmup:
+        return (step - start + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start - warmup) / max(1, total - start - warmup))))
+
+
+class SSLModule(pl.LightningModule):
+    """What DINO and SimCLR share: the optimizer and schedules, head warm-up, logging, export."""
+
+    def __init__(self, encoder: Encoder, head: nn.Module, recipe: DictConfig):
+        super().__init__()
+        # Encoders are built for inference (eval mode); the student trains.
+        self.encoder = encoder.train()
+        self.head = head
+        self.train_cfg = recipe.train
+        self.layer_decay = float(recipe.tune.layer_decay)
+        self._last_step_end: float | None = None
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """During head warm-up only the head trains, and the encoder runs without gradients."""
+        return self.current_epoch < int(self.train_cfg.head_warmup_epochs)
+
+    def embed(self, views: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad() if self.backbone_frozen else nullcontext():
+            return self.encoder(views)
+
+    def configure_optimizers(self):
+        cfg = self.train_cfg
+        backbone = param_groups(self.encoder, float(cfg.lr), float(cfg.weight_decay), self.layer_decay)
+        head = {"params": [p for p in self.head.parameters() if p.requires_grad], "lr": float(cfg.head_lr),
+                "weight_decay": float(cfg.weight_decay)}
+        optimizer = torch.optim.AdamW([*backbone, head])
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, int(self.trainer.max_epochs)))
+        warmup = max(1, int(cfg.warmup_epochs) * per_epoch)
+        start = int(cfg.head_warmup_epochs) * per_epoch
+        schedules = [lambda s: _warmup_cosine(s, start, warmup, total)] * len(backbone)
+        schedules.append(lambda s: _warmup_cosine(s, 0, warmup, total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def log_step(self, loss: torch.Tensor, batch_size: int, **extra: float) -> None:
+        now = time.perf_counter()
+        if self._last_step_end is not None:
+            self.log("img_s", batch_size * self.trainer.world_size / (now - self._last_step_end), prog_bar=True,
+                     on_step=True, on_epoch=False)
+        self._last_step_end = now
+        groups = self.optimizers().param_groups
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log("lr", max(g["lr"] for g in groups[:-1]) if len(groups) > 1 else 0.0, on_step=True, on_epoch=False)
+        self.log("head_lr", groups[-1]["lr"], on_step=True, on_epoch=False)
+        for key, value in extra.items():
+            self.log(key, value, on_step=True, on_epoch=False)
+
+    def retrieval_encoder(self) -> Encoder:
+        """The network that embeds images for retrieval (the student here)."""
+        return self.encoder
+
+    def export_encoder(self) -> Encoder:
+        """A float32 copy of the retrieval encoder with LoRA merged, ready to save or evaluate."""
+        return merged_copy(self.retrieval_encoder())
+
+
+class DINOModule(SSLModule):
+    """DINO (Caron et al. 2021): a student matches an EMA teacher across multi-crop views."""
+
+    def __init__(self, encoder: Encoder, recipe: DictConfig):
+        d = recipe.dino
+
+        def make_head() -> DINOProjectionHead:
+            return DINOProjectionHead(encoder.dim, d.hidden_dim, d.bottleneck_dim, d.out_dim,
+                                      freeze_last_layer=int(d.freeze_last_layer_epochs))
+
+        super().__init__(encoder, make_head(), recipe)
+        self.export = recipe.train.export
+        self.dino_cfg = d
+        self.teacher = copy.deepcopy(encoder).eval()
+        # DINOProjectionHead cannot be deep-copied (weight norm): build it again, copy the weights.
+        self.teacher_head = make_head()
+        self.teacher_head.load_state_dict(self.head.state_dict())
+        deactivate_requires_grad(self.teacher)
+        deactivate_requires_grad(self.teacher_head)
+        self.criterion = DINOLoss(output_dim=d.out_dim, warmup_teacher_temp=d.warmup_teacher_temp,
+                                  teacher_temp=d.teacher_temp, warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs,
+                                  student_temp=d.student_temp, center_momentum=d.center_momentum)
+
+    def momentum(self) -> float:
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return cosine_schedule(self.global_step, total, float(self.dino_cfg.momentum_start),
+                               float(self.dino_cfg.momentum_end))
+
+    @torch.no_grad()
+    def _ema(self, momentum: float) -> None:
+        """teacher <- momentum * teacher + (1 - momentum) * student, over the weights that train.
+
+        Not lightly's ``update_momentum``: it walks every weight, and its ``m*t + (1-m)*s`` rounding
+        moves frozen weights (equal in both) by ~1e-8 a step. ``lerp`` leaves equal weights exactly
+        as they are, and the frozen majority is skipped altogether.
+        """
+        pairs = [(t, s) for t, s in zip(self.teacher.parameters(), self.encoder.parameters(), strict=True)
+                 if s.requires_grad]
+        pairs += list(zip(self.teacher_head.parameters(), self.head.parameters(), strict=True))
+        if pairs:
+            teacher, student = zip(*pairs, strict=True)
+            torch._foreach_lerp_(list(teacher), list(student), 1.0 - momentum)
+
+    def loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """The DINO loss of a batch of views (globals first); updates the loss's centre."""
+        with torch.no_grad():
+            teacher_out = [self.teacher_head(self.teacher(view)) for view in batch[:2]]
+        student_out = [self.head(self.embed(view)) for view in batch]
+        return self.criterion(teacher_out, student_out, epoch=self.current_epoch)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        momentum = self.momentum()
+        self._ema(momentum)
+        loss = self.loss(batch)
+        self.log_step(loss, len(batch[0]), momentum=momentum)
+        return loss
+
+    def on_after_backward(self) -> None:
+        self.head.cancel_last_layer_gradients(current_epoch=self.current_epoch)
+
+    def retrieval_encoder(self) -> Encoder:
+        return self.teacher if self.export == "teacher" else self.encoder
+
+
+class SimCLRModule(SSLModule):
+    """SimCLR (Chen et al. 2020): two views of an image attract, the other images of the batch repel."""
+
+    def __init__(self, encoder: Encoder, recipe: DictConfig):
+        s = recipe.simclr
+        super().__init__(encoder, SimCLRProjectionHead(encoder.dim, s.hidden_dim, s.out_dim), recipe)
+        # Under DDP negatives come from every device's batch (a no-op on one device).
+        self.criterion = NTXentLoss(temperature=s.temperature, gather_distributed=True)
+
+    def loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """NT-Xent between the two views of each image, against the rest of the batch."""
+        z0, z1 = (self.head(self.embed(view)) for view in batch[:2])
+        return self.criterion(z0, z1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log_step(loss, len(batch[0]))
+        return loss
+
+
+METHODS = {"dino": DINOModule, "simclr": SimCLRModule}

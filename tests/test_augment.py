@@ -1,0 +1,67 @@
+import warnings
+from ssl.augment import FrameAndWall, visitor_photo
+from ssl.config import PretrainRecipe, view_maker
+
+import numpy as np
+import pytest
+import torch
+
+from core.images import decode_image, list_images
+from core.recipe import load_recipe
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.fixture(autouse=True)
+def strict_albumentations():
+    # albumentations 2.x ignores unknown (1.x) argument names with only a warning: make it fail here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r"Argument\(s\) .* are not valid")
+        yield
+
+
+def _painting(h: int = 150, w: int = 110) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (rng.random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def test_dino_views_have_the_promised_shapes_and_are_reproducible():
+    recipe = load_recipe(ROOT / "recipes" / "dino.yaml", ["views.global_size=112", "views.local_size=42",
+                                                          "views.n_local=3"], PretrainRecipe)
+    maker = view_maker(recipe, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    views = maker(_painting(), seed=7)
+    assert [tuple(v.shape) for v in views] == [(3, 112, 112)] * 2 + [(3, 42, 42)] * 3
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in views)
+    again = maker(_painting(), seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(views, again, strict=True))
+    other = maker(_painting(), seed=8)
+    assert not torch.equal(views[1], other[1])
+    # Normalised with the given mean/std: uint8 0..255 maps into [-2, 2].
+    assert min(float(v.min()) for v in views) >= -2.0 and max(float(v.max()) for v in views) <= 2.0
+
+
+def test_simclr_views_are_a_pair_of_the_global_size():
+    recipe = load_recipe(ROOT / "recipes" / "simclr.yaml", ["views.global_size=96"], PretrainRecipe)
+    views = view_maker(recipe)(_painting(), seed=0)
+    assert [tuple(v.shape) for v in views] == [(3, 96, 96)] * 2
+
+
+def test_visitor_photo_degrades_the_painting_and_frame_and_wall_enlarge_it():
+    painting = _painting(200, 160)
+    framed = FrameAndWall(fill_range=(0.5, 0.5), frame_range=(0.05, 0.05), p=1.0)(image=painting)["image"]
+    # The painting fills half of each side: the canvas is about twice as large, wall around it.
+    assert framed.shape[0] == pytest.approx(2 * (200 + 2 * 8), abs=2)
+    assert framed.shape[1] == pytest.approx(2 * (160 + 2 * 8), abs=2)
+    pipeline = visitor_photo(96, (0.5, 1.0))
+    pipeline.set_random_seed(3)
+    photo = pipeline(image=painting)["image"]
+    assert photo.shape == (96, 96, 3) and photo.dtype == np.uint8
+
+
+def test_view_grid_command_writes_a_png(tmp_path, sample_root):
+    out = tmp_path / "views.png"
+    result = run_cli("ssl.augment", "recipes/dino.yaml", "views.global_size=64", "views.local_size=32",
+                     "--images", str(sample_root / "images" / "studio"), "--count", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    image = decode_image(out)
+    assert image.shape[0] > 100 and image.shape[1] > 300
+    assert len(list_images(tmp_path)) == 1
