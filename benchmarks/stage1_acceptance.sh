@@ -1,6 +1,6 @@
 #!/bin/bash
 # Stage-1 acceptance runs on mcv-museum + 3,000 distractors (commands quoted in the closing note).
-cd /work/main && source .venv/bin/activate
+cd "$(dirname "$0")/.." && source .venv/bin/activate
 export CURATOR_SHARED=../shared
 DATA="data.labeled=[../shared/data/mcv-museum] data.distractors=[../shared/data/distractors]"
 COMMON="train.epochs=4 train.images_per_epoch=640 monitor.pool_size=700 embed.progress=false"

@@ -21,7 +21,6 @@ import copy
 import logging
 from dataclasses import replace
 
-import torch
 from timm.models import group_parameters
 from timm.optim import param_groups_layer_decay
 from torch import nn
@@ -119,7 +118,3 @@ def merged_copy(encoder: Encoder) -> Encoder:
             setattr(copied.model.get_submodule(parent) if parent else copied.model, child, module.get_base_layer())
     copied.requires_grad_(False)
     return copied.eval()
-
-
-def trainable_parameters(module: nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]

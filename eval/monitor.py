@@ -4,7 +4,7 @@ Each evaluation embeds a fixed monitoring pool (every labeled image plus a seede
 rest, up to ``monitor.pool_size``) and a fixed set of held-out synthetic photos, and records
 synthetic Hit@k, Hit@k per labeled set, effective rank (a falling rank warns of collapse) and the
 NN1-NN2 margin. Records go to ``metrics.jsonl`` (one line per evaluation, with the epoch's mean
-loss) and to the Lightning logger. Epoch 0 is the model before any training: the zero-shot row.
+loss, learning rates and teacher momentum) and to the Lightning logger. Epoch 0 is the model before any training: the zero-shot row.
 
 Any LightningModule with an ``export_encoder()`` method can be monitored.
 """
@@ -58,7 +58,8 @@ class EvalMonitor(pl.Callback):
                                               int(self.recipe.synthetic.num_queries), int(self.recipe.synthetic.seed),
                                               self.run.path / "monitor" / "synthetic", reader)
 
-    def evaluate(self, pl_module: pl.LightningModule, epoch: int, step: int, loss: float | None) -> dict:
+    def evaluate(self, pl_module: pl.LightningModule, epoch: int, step: int, loss: float | None,
+                 logged: dict | None = None) -> dict:
         """Score ``pl_module``'s exported encoder; append the record to metrics.jsonl and return it."""
         started = time.perf_counter()
         encoder = pl_module.export_encoder().to(pl_module.device)
@@ -71,7 +72,7 @@ class EvalMonitor(pl.Callback):
         per_set, overall = labeled_metrics(self.pool, emb) if self.pool.labeled else ({}, None)
         synthetic = score_synthetic(encoder, self.queries, emb, cfg) if self.queries else None
         stats = embedding_stats(emb.vectors, emb.norms)
-        record = {"epoch": epoch, "step": step, "loss": loss,
+        record = {"epoch": epoch, "step": step, "loss": loss, **(logged or {}),
                   "synthetic": synthetic, "overall": overall,
                   "sets": {name: {k: v for k, v in f.items() if k != "subsets"} for name, f in per_set.items()},
                   "effective_rank": stats["effective_rank"], "nn_margin_mean": stats.get("nn_margin_mean"),
@@ -115,4 +116,6 @@ class EvalMonitor(pl.Callback):
         if not self.every or not trainer.is_global_zero or (epoch % self.every and not last):
             return
         loss = float(np.mean(self._losses)) if self._losses else None
-        self.evaluate(pl_module, epoch, trainer.global_step, loss)
+        # The schedules' values at the epoch's last step (learning rates, DINO's teacher momentum).
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("lr", "head_lr", "momentum")}
+        self.evaluate(pl_module, epoch, trainer.global_step, loss, logged)

@@ -42,8 +42,10 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "dino.yaml
 def _trainer(recipe, run: RunDir, callbacks: list[pl.Callback]) -> pl.Trainer:
     t = recipe.trainer
     devices = int(t.devices) if str(t.devices).isdigit() else t.devices
+    # Head warm-up leaves the backbone out of the graph on purpose: DDP must expect unused weights.
+    strategy = "ddp_find_unused_parameters_true" if t.strategy == "ddp" else t.strategy
     return pl.Trainer(
-        max_epochs=int(recipe.train.epochs), accelerator=t.accelerator, devices=devices, strategy=t.strategy,
+        max_epochs=int(recipe.train.epochs), accelerator=t.accelerator, devices=devices, strategy=strategy,
         precision=t.precision, default_root_dir=run.path, log_every_n_steps=int(t.log_every_n_steps),
         # logs/version_N/metrics.csv: a resumed run starts a new version instead of deleting the old.
         logger=CSVLogger(run.path, name="logs"), gradient_clip_val=float(recipe.train.clip_grad) or None,
@@ -125,7 +127,8 @@ def _format(summary: dict) -> str:
         parts.append(f"effective rank {record['effective_rank']:.1f}")
         lines.append(f"{label:<7}" + ", ".join(parts))
     lines.append(f"encoder: {summary['encoder']}  ({summary['time_s']['total']:.0f} s)")
-    lines.append(f"evaluate it: python -m eval {summary['encoder']} [data.labeled=[...]]")
+    resize = summary["recipe"]["model"]["resize"]
+    lines.append(f"evaluate it: python -m eval {summary['encoder']} model.resize={resize} [data.labeled=[...]]")
     return "\n".join(lines)
 
 

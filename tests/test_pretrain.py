@@ -61,6 +61,8 @@ def test_a_run_writes_its_history_and_changes_only_the_top_blocks(method, tmp_pa
     history = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1, 2, 3]
     assert history[0]["loss"] is None and all(r["loss"] > 0 for r in history[1:])
+    assert all(r["lr"] >= 0 and r["head_lr"] > 0 for r in history[1:])
+    assert method == "simclr" or 0.99 < history[1]["momentum"] <= history[-1]["momentum"] <= 1.0
     assert history[0]["overall"]["n_queries"] == 10 and history[0]["synthetic"]["n_queries"] == 10
     assert (tmp_path / method / "curves.png").stat().st_size > 10_000
     assert (tmp_path / method / "checkpoints" / "last.ckpt").is_file()
@@ -119,3 +121,13 @@ def test_cli_errors_name_the_problem(tmp_path):
     assert result.returncode == 2 and "recipe.yaml" in result.stderr
     result = run_cli("ssl.pretrain", "recipes/dino.yaml", "method=byol")
     assert result.returncode == 2 and "dino, simclr" in result.stderr
+
+
+def test_two_processes_train_with_ddp(tmp_path, sample_root):
+    """Multi-device through Lightning: two CPU processes (gloo) stand in for two GPUs."""
+    result = run_cli("ssl.pretrain", "recipes/dino.yaml", *TINY, f"data.labeled=[{sample_root}]", "train.epochs=2",
+                     "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+                     f"run_dir={tmp_path / 'ddp'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [0, 1, 2] and (tmp_path / "ddp" / "encoder.pt").is_file()

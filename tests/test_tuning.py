@@ -23,12 +23,17 @@ def test_last_blocks_trains_only_the_top_groups_with_decayed_rates():
     assert rates == pytest.approx([5e-4, 1e-3])
 
 
-def test_head_mode_adds_an_identity_projection_and_freezes_the_backbone():
+def test_head_mode_adds_an_identity_projection_and_freezes_the_backbone(tmp_path):
     base = build_encoder(SPEC)
     x = torch.randn(2, 3, 32, 32)
     encoder = configure_tuning(base, TuneConfig(mode="head"))
     assert _trainable(encoder) == {"proj.weight", "proj.bias"}
     assert torch.allclose(encoder(x), base(x), atol=1e-6)
+    with torch.no_grad():
+        encoder.proj.weight.mul_(2.0)
+    encoder.save(tmp_path / "head.pt")
+    reloaded = build_encoder(EncoderSpec(arch="unused", weights=str(tmp_path / "head.pt")))
+    assert reloaded.spec.proj and torch.allclose(reloaded(x), 2 * base(x), atol=1e-5)
 
 
 def test_lora_trains_adapters_only_and_merges_into_a_plain_model(tmp_path):
