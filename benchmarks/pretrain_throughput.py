@@ -16,10 +16,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssl.config import PretrainRecipe, view_maker  # noqa: E402
-from ssl.dataset import EpochSampler, ViewDataset  # noqa: E402
-from ssl.methods import METHODS  # noqa: E402
-
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
@@ -29,6 +25,9 @@ from core.images import list_images, make_reader  # noqa: E402
 from core.recipe import load_recipe  # noqa: E402
 from core.sample import ensure_sample  # noqa: E402
 from core.tuning import configure_tuning  # noqa: E402
+from ssl.config import PretrainRecipe, view_maker  # noqa: E402
+from ssl.dataset import EpochSampler, ViewDataset  # noqa: E402
+from ssl.methods import METHODS  # noqa: E402
 
 
 class Premade(Dataset):

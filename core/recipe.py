@@ -21,6 +21,7 @@ RESIZE_POLICIES = ("squash", "letterbox", "center-crop")
 POOLINGS = ("cls", "gem", "cls+gem")
 PRECISIONS = ("fp32", "bf16")
 TUNE_MODES = ("last-blocks", "full", "lora", "head")
+POST_STEPS = ("concat", "whiten", "dba", "qe", "fusion")
 
 
 @dataclass
@@ -71,6 +72,62 @@ class SyntheticConfig:
 
 
 @dataclass
+class WhitenConfig:
+    # Output dimension (PCA truncation); null keeps every dimension (then whitening is a ZCA map).
+    dim: int | None = None
+    # Eigenvalue shrinkage towards their mean (0: none), for pools small next to the dimension.
+    shrinkage: float = 0.0
+    # Scale each component by eigenvalue^-power: 0.5 whitens fully, 0 only centres and rotates.
+    power: float = 0.5
+    # A whiten.npz saved by an earlier run: apply it instead of fitting on this pool.
+    load: str | None = None
+
+
+@dataclass
+class NeighbourConfig:
+    # Average each embedding with its k nearest neighbours, weighted by similarity^alpha.
+    k: int = 2
+    alpha: float = 3.0
+
+
+@dataclass
+class FusionConfig:
+    # Candidates: each image's k nearest neighbours; a pair is verified with at least min_inliers
+    # RANSAC-homography inliers, and then both embeddings move towards each other by weight.
+    k: int = 3
+    min_inliers: int = 25
+    weight: float = 0.5
+    max_side: int = 512
+
+
+@dataclass
+class ConcatBlock:
+    """Another model (or pooling) whose embedding is appended, normalised, scaled by weight."""
+
+    arch: str = "vit_small_patch14_dinov2"
+    weights: str = "none"
+    pooling: str = "cls"
+    gem_p: float = 3.0
+    img_size: int | None = None
+    resize: str = "squash"
+    weight: float = 1.0
+
+
+@dataclass
+class PostConfig:
+    """Training-free steps on the whole pool's embeddings, applied in the order of ``steps``."""
+
+    steps: list[str] = field(default_factory=list)
+    # Weight of the recipe's own model in a concatenation.
+    weight: float = 1.0
+    concat: list[ConcatBlock] = field(default_factory=list)
+    whiten: WhitenConfig = field(default_factory=WhitenConfig)
+    dba: NeighbourConfig = field(default_factory=NeighbourConfig)
+    qe: NeighbourConfig = field(default_factory=NeighbourConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+@dataclass
 class TuneConfig:
     """Which weights a training stage may change (see core/tuning.py)."""
 
@@ -94,6 +151,7 @@ class Recipe:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    post: PostConfig = field(default_factory=PostConfig)
 
 
 def _valid_keys(schema: type, prefix: str = "") -> list[str]:
@@ -123,6 +181,12 @@ def _choices_check(cfg: DictConfig) -> None:
         raise RecipeError(f"embed.scales={list(cfg.embed.scales)} must be a non-empty list of positive factors")
     if cfg.embed.batch_size < 1:
         raise RecipeError("embed.batch_size must be at least 1")
+    steps = list(cfg.post.steps)
+    unknown = [s for s in steps if s not in POST_STEPS]
+    if unknown or len(set(steps)) != len(steps):
+        raise RecipeError(f"post.steps={steps}: each step once, from {', '.join(POST_STEPS)}")
+    if "concat" in steps and (steps[0] != "concat" or not cfg.post.concat):
+        raise RecipeError("post.steps: 'concat' must come first and needs post.concat blocks (other models)")
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

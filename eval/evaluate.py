@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from adapt.postprocess import PostProcessor
 from core.backbone import Encoder, EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
 from core.images import ImageReader
@@ -55,18 +56,24 @@ def labeled_metrics(pool: Pool, emb: Embeddings) -> tuple[dict, dict]:
 
 
 def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings, embed_cfg,
-                    save_to: Path | None = None) -> dict:
-    """Hit@k of the synthetic photos, each ranked against ``emb`` (rows = its sources) and each other."""
+                    save_to: Path | None = None, post: PostProcessor | None = None,
+                    pool_paths: list[Path] | None = None) -> dict:
+    """Hit@k of the synthetic photos, each ranked against ``emb`` (rows = its sources) and each other.
+
+    With ``post``, the photos join the pool (files ``pool_paths``) before its steps, as any image would.
+    """
     syn = embed_images(encoder, queries.paths, queries.names, embed_cfg, desc="embed synthetic")
     if save_to is not None:
         syn.save(save_to)
-    vectors = np.concatenate([emb.vectors, syn.vectors])
+    joint = Embeddings.concat([emb, syn])
+    if post is not None and post.active:
+        joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
     rows = list(range(len(emb), len(emb) + len(syn)))
-    return summarize(target_ranks(vectors, rows, [[s] for s in queries.sources]))
+    return summarize(target_ranks(joint.vectors, rows, [[s] for s in queries.sources]))
 
 
 def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], emb: Embeddings,
-                      encoder: Encoder, reader: ImageReader) -> dict | None:
+                      encoder: Encoder, reader: ImageReader, post: PostProcessor | None = None) -> dict | None:
     """Make the recipe's held-out synthetic photos of pool images and score them (None if disabled).
 
     ``pool_paths`` are the files of ``emb``'s rows, in order.
@@ -76,7 +83,8 @@ def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], e
         return None
     queries = make_synthetic_queries(pool_paths, emb.names, count, int(recipe.synthetic.seed),
                                      run.path / "synthetic", reader)
-    return score_synthetic(encoder, queries, emb, recipe.embed, run.path / "synthetic" / "embeddings")
+    return score_synthetic(encoder, queries, emb, recipe.embed, run.path / "synthetic" / "embeddings", post,
+                           pool_paths)
 
 
 def evaluate(recipe: DictConfig) -> dict:
@@ -92,15 +100,21 @@ def evaluate(recipe: DictConfig) -> dict:
                            skip_corrupt=recipe.data.skip_corrupt, desc="embed pool")
         embed_s = time.perf_counter() - t0
         emb.save(run.embeddings_dir)
-        per_set, overall = labeled_metrics(pool, emb)
         embedded = set(emb.names)
         paths = [p for p, n in zip(pool.paths, pool.names, strict=True) if n in embedded]
-        synthetic = synthetic_metrics(recipe, run, paths, emb, encoder, reader)
+        post = PostProcessor(recipe, run.path / "post")
+        final = post.apply(emb, paths) if post.active else emb
+        if post.active:
+            final.save(run.path / "post" / "embeddings")
+        per_set, overall = labeled_metrics(pool, final)
+        synthetic = synthetic_metrics(recipe, run, paths, emb, encoder, reader, post)
         metrics = {
             **overall,
             "sets": per_set,
             "synthetic": synthetic,
-            "stats": embedding_stats(emb.vectors, emb.norms),
+            "stats": embedding_stats(final.vectors, final.norms),
+            "post": {"steps": list(recipe.post.steps), "time_s": post.timings,
+                     "verified_pairs": post.verified_pairs} if post.active else None,
             "pool_size": len(emb),
             "skipped": emb.skipped,
             "backbone": encoder.describe(),

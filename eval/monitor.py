@@ -4,7 +4,8 @@ Each evaluation embeds a fixed monitoring pool (every labeled image plus a seede
 rest, up to ``monitor.pool_size``) and a fixed set of held-out synthetic photos, and records
 synthetic Hit@k, Hit@k per labeled set, effective rank (a falling rank warns of collapse) and the
 NN1-NN2 margin. Records go to ``metrics.jsonl`` (one line per evaluation, with the epoch's mean
-loss, learning rates and teacher momentum) and to the Lightning logger. Epoch 0 is the model before any training: the zero-shot row.
+loss, learning rates and teacher momentum) and to the Lightning logger. Epoch 0 is the model
+before any training: the zero-shot row.
 
 Any LightningModule with an ``export_encoder()`` method can be monitored.
 """

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from adapt.postprocess import PostProcessor
 from core.atomic import atomic_path
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
@@ -101,6 +102,10 @@ def submit(recipe: DictConfig) -> dict:
         emb = embed_images(encoder, paths, names, recipe.embed, reader=reader,
                            skip_corrupt=recipe.data.skip_corrupt, desc="embed")
         emb.save(run.embeddings_dir)
+        post = PostProcessor(recipe, run.path / "post")
+        if post.active:
+            embedded = set(emb.names)
+            emb = post.apply(emb, [p for p, n in zip(paths, names, strict=True) if n in embedded])
         out = Path(recipe.submission or run.path / "submission.csv")
         write_submission(emb, out)
         if emb.skipped:

@@ -221,11 +221,10 @@ def write_view_grid(paths: Sequence[Path], maker: ViewMaker, out: Path, seed: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ssl.config import PretrainRecipe, view_maker
-
     from core.errors import CuratorError
     from core.recipe import load_recipe
     from core.sample import ensure_sample
+    from ssl.config import PretrainRecipe, view_maker
 
     parser = argparse.ArgumentParser(prog="python -m ssl.augment",
                                      description="Draw the training views of a recipe as a PNG grid.")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ssl.augment import ViewMaker, dino_views, pair_views
 
 from omegaconf import DictConfig
 
 from core.errors import RecipeError
 from core.recipe import Recipe, TuneConfig, check_choices
+from ssl.augment import ViewMaker, dino_views, pair_views
 
 METHODS = ("dino", "simclr")
 EXPORTS = ("teacher", "student")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from ssl.augment import ViewMaker
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from core.errors import ImageDecodeError
 from core.images import ImageReader
+from ssl.augment import ViewMaker
 
 log = logging.getLogger(__name__)
 

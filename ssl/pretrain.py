@@ -14,9 +14,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from ssl.config import PretrainRecipe, view_maker
-from ssl.dataset import EpochSampler, ViewDataset
-from ssl.methods import METHODS
 
 import pytorch_lightning as pl
 import torch
@@ -33,6 +30,9 @@ from core.runs import RunDir
 from core.tuning import configure_tuning
 from eval.curves import plot_training_curves
 from eval.monitor import EvalMonitor
+from ssl.config import PretrainRecipe, view_maker
+from ssl.dataset import EpochSampler, ViewDataset
+from ssl.methods import METHODS
 
 log = logging.getLogger(__name__)
 

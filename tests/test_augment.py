@@ -1,6 +1,4 @@
 import warnings
-from ssl.augment import FrameAndWall, visitor_photo
-from ssl.config import PretrainRecipe, view_maker
 
 import numpy as np
 import pytest
@@ -8,6 +6,8 @@ import torch
 
 from core.images import decode_image, list_images
 from core.recipe import load_recipe
+from ssl.augment import FrameAndWall, visitor_photo
+from ssl.config import PretrainRecipe, view_maker
 from tests.conftest import ROOT, run_cli
 
 

@@ -1,7 +1,4 @@
 import json
-from ssl.config import PretrainRecipe, view_maker
-from ssl.methods import METHODS
-from ssl.pretrain import pretrain
 
 import pytest
 import pytorch_lightning as pl
@@ -12,6 +9,9 @@ from core.images import decode_image
 from core.pool import recipe_pool
 from core.recipe import load_recipe
 from core.tuning import configure_tuning
+from ssl.config import PretrainRecipe, view_maker
+from ssl.methods import METHODS
+from ssl.pretrain import pretrain
 from tests.conftest import ROOT, run_cli
 
 TINY = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",

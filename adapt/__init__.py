@@ -1,0 +1,1 @@
+"""Stage 2 and training-free adaptation: pseudo pairs, geometric verification, embedding post-processing."""

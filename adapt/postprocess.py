@@ -1,0 +1,202 @@
+"""Training-free, transductive post-processing of a whole pool's embeddings (recipe ``post``).
+
+The competition scores the submitted embeddings with plain cosine similarity and nobody knows which
+images are queries, so every step here lives inside the embeddings and treats every image alike.
+Steps run in the order of ``post.steps``:
+
+- ``concat``: append other models' (or poolings') embeddings, each block L2-normalised and scaled
+  by its weight, so the cosine becomes a weighted sum of the blocks' cosines.
+- ``whiten``: centre and PCA-whiten on the pool itself (shrinkage and power options, optional output
+  dimension). Without truncation it is a ZCA map (rotated back), so an already white pool is left
+  as it is. Saved as ``whiten.npz`` so it can be re-applied (``post.whiten.load``).
+- ``dba``: database-side augmentation: each embedding becomes the similarity^alpha-weighted mean
+  of itself and its k nearest neighbours.
+- ``qe``: alpha query expansion. Where every image is both query and database item, it is the same
+  neighbourhood averaging as DBA; after ``dba`` it is a second round over the augmented vectors,
+  with its own k and alpha.
+- ``fusion``: verified-match fusion. Each image's k nearest neighbours are checked geometrically
+  (SIFT + RANSAC homography, ``adapt.verify``); a pair with enough inliers moves both embeddings
+  towards each other by ``weight``. Off by default: it costs a feature extraction per image and k
+  matches per image, and it uses the pixels beyond the embedding model, which competition rules
+  may frown on.
+
+Every step keeps the number and order of rows and returns unit-norm rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from adapt.verify import Verifier
+from core.atomic import atomic_path
+from core.backbone import EncoderSpec, build_encoder
+from core.embed import Embeddings, embed_images, recipe_reader
+from core.images import ImageReader
+from core.search import topk
+
+log = logging.getLogger(__name__)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Whitening:
+    """x -> (x - mean) @ projection, then L2-normalised."""
+
+    mean: np.ndarray
+    projection: np.ndarray
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, dim: int | None = None, shrinkage: float = 0.0, power: float = 0.5
+            ) -> Whitening:
+        if dim is not None and not 1 <= dim <= vectors.shape[1]:
+            raise ValueError(f"post.whiten.dim={dim} must be between 1 and {vectors.shape[1]}")
+        x = vectors.astype(np.float64)
+        mean = x.mean(axis=0)
+        cov = np.cov(x - mean, rowvar=False)
+        eigval, eigvec = np.linalg.eigh(cov)
+        order = np.argsort(eigval)[::-1]
+        eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
+        eigval = (1 - shrinkage) * eigval + shrinkage * eigval.mean()
+        # A floor keeps directions of (numerically) zero variance from blowing up.
+        scale = np.maximum(eigval, eigval.max() * 1e-9 + 1e-12) ** -power
+        if dim is None:
+            projection = (eigvec * scale) @ eigvec.T  # ZCA: whiten, then rotate back
+        else:
+            projection = eigvec[:, :dim] * scale[:dim]
+        return cls(mean.astype(np.float32), projection.astype(np.float32))
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        return _normalize((vectors - self.mean) @ self.projection)
+
+    def inverse(self, whitened: np.ndarray) -> np.ndarray:
+        """Undo the map (before normalisation) where it is invertible: no truncation."""
+        if self.projection.shape[0] != self.projection.shape[1]:
+            raise ValueError("a truncated whitening (post.whiten.dim) cannot be inverted")
+        return whitened @ np.linalg.inv(self.projection) + self.mean
+
+    def save(self, path: str | Path) -> Path:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, mean=self.mean, projection=self.projection)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Whitening:
+        with np.load(path) as data:
+            return cls(data["mean"], data["projection"])
+
+
+def neighbour_average(vectors: np.ndarray, k: int, alpha: float) -> np.ndarray:
+    """Each row becomes the normalised sum of itself and its ``k`` nearest rows, weighted by
+    max(similarity, 0)^alpha (self weight 1): points with no close neighbour barely move."""
+    if len(vectors) < 2 or k < 1:
+        return _normalize(vectors)
+    sims, idx = topk(vectors, None, k=min(k, len(vectors) - 1))
+    weights = np.clip(sims, 0, None) ** alpha
+    out = vectors + np.einsum("nk,nkd->nd", weights, vectors[idx])
+    return _normalize(out)
+
+
+def concat_blocks(blocks: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """Blocks (same rows) side by side, each normalised and scaled by its weight, then normalised."""
+    if len({len(b) for b in blocks}) != 1:
+        raise ValueError(f"blocks have different row counts: {[len(b) for b in blocks]}")
+    return _normalize(np.concatenate([_normalize(b) * w for b, w in zip(blocks, weights, strict=True)], axis=1))
+
+
+def fuse_verified(vectors: np.ndarray, paths: Sequence[Path], k: int, min_inliers: int, weight: float,
+                  verifier: Verifier) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Move geometrically verified neighbour pairs towards each other; others stay as they are.
+
+    Returns the new vectors and the verified pairs (i, j, inliers), i < j.
+    """
+    _, idx = topk(vectors, None, k=min(k, len(vectors) - 1))
+    candidates = sorted({(min(i, int(j)), max(i, int(j))) for i in range(len(vectors)) for j in idx[i]})
+    verified = []
+    for i, j in candidates:
+        inliers = verifier.inliers(paths[i], paths[j])
+        if inliers >= min_inliers:
+            verified.append((i, j, inliers))
+    if not verified:
+        return vectors.copy(), verified
+    out = vectors.astype(np.float32).copy()
+    for i, j, _ in verified:
+        out[i] += weight * vectors[j]
+        out[j] += weight * vectors[i]
+    touched = sorted({i for i, _, _ in verified} | {j for _, j, _ in verified})
+    out[touched] = _normalize(out[touched])
+    return out, verified
+
+
+class PostProcessor:
+    """Applies a recipe's ``post`` steps; keeps what is worth keeping between calls (local features,
+    the other models of a concatenation) and writes its artefacts to ``out_dir``."""
+
+    def __init__(self, recipe: DictConfig, out_dir: str | Path | None = None):
+        self.recipe = recipe
+        self.cfg = recipe.post
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.verifier: Verifier | None = None
+        self.timings: dict[str, float] = {}
+        self.verified_pairs = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.cfg.steps)
+
+    def _concat(self, emb: Embeddings, paths: Sequence[Path]) -> np.ndarray:
+        blocks, weights = [emb.vectors], [float(self.cfg.weight)]
+        for n, block in enumerate(self.cfg.concat):
+            encoder = build_encoder(EncoderSpec.from_config(block))
+            other = embed_images(encoder, paths, emb.names, self.recipe.embed,
+                                 reader=recipe_reader(self.recipe, encoder), desc=f"embed concat block {n + 1}")
+            if other.names != emb.names:
+                raise ValueError(f"concat block {n + 1} could not embed every image ({len(other.skipped)} skipped)")
+            blocks.append(other.vectors)
+            weights.append(float(block.weight))
+        return concat_blocks(blocks, weights)
+
+    def _whiten(self, vectors: np.ndarray, save: bool) -> np.ndarray:
+        w = self.cfg.whiten
+        if w.load:
+            whitening = Whitening.load(w.load)
+        else:
+            whitening = Whitening.fit(vectors, w.dim, float(w.shrinkage), float(w.power))
+            if save and self.out_dir is not None:
+                whitening.save(self.out_dir / "whiten.npz")
+        return whitening.apply(vectors)
+
+    def _fusion(self, vectors: np.ndarray, paths: Sequence[Path]) -> np.ndarray:
+        f = self.cfg.fusion
+        if self.verifier is None:
+            self.verifier = Verifier(ImageReader(min_side=int(f.max_side)), max_side=int(f.max_side))
+        fused, pairs = fuse_verified(vectors, paths, int(f.k), int(f.min_inliers), float(f.weight), self.verifier)
+        self.verified_pairs = len(pairs)
+        log.info("fusion: %d verified pairs among the %d nearest neighbours of %d images", len(pairs), f.k,
+                 len(vectors))
+        return fused
+
+    def apply(self, emb: Embeddings, paths: Sequence[Path], save: bool = True) -> Embeddings:
+        """``emb`` (rows = ``paths``) after every step; same names, same order, unit norms."""
+        vectors = emb.vectors
+        for step in self.cfg.steps:
+            start = time.perf_counter()
+            if step == "concat":
+                vectors = self._concat(emb, paths)
+            elif step == "whiten":
+                vectors = self._whiten(vectors, save)
+            elif step in ("dba", "qe"):
+                vectors = neighbour_average(vectors, int(self.cfg[step].k), float(self.cfg[step].alpha))
+            elif step == "fusion":
+                vectors = self._fusion(vectors, paths)
+            self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - start, 3)
+        return Embeddings(emb.names, vectors, emb.norms, emb.skipped)

@@ -1,0 +1,132 @@
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from adapt.postprocess import PostProcessor, Whitening, concat_blocks, fuse_verified, neighbour_average
+from adapt.verify import count_inliers, extract_features
+from core.embed import Embeddings
+from core.errors import RecipeError
+from core.images import decode_image, list_images
+from core.recipe import load_recipe
+from core.search import topk
+from tests.conftest import run_cli
+
+
+def _white(n: int = 500, d: int = 8, seed: int = 0) -> np.ndarray:
+    """Rows with exactly zero mean and identity covariance."""
+    x = np.random.default_rng(seed).normal(size=(n, d))
+    x -= x.mean(axis=0)
+    return (x @ np.linalg.inv(np.linalg.cholesky(np.cov(x, rowvar=False))).T).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_whitening_whitens_inverts_and_leaves_a_white_set_alone(tmp_path):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(400, 6)) * [5, 3, 1, 0.5, 0.2, 0.1] + 2.0).astype(np.float32)
+    w = Whitening.fit(x)
+    z = (x - w.mean) @ w.projection
+    assert np.allclose(np.cov(z, rowvar=False), np.eye(6), atol=1e-3)
+    assert np.allclose(w.inverse(z), x, atol=1e-3)
+    assert np.allclose(np.linalg.norm(w.apply(x), axis=1), 1, atol=1e-5)
+    white = _white()
+    assert np.allclose(Whitening.fit(white).apply(white), _unit(white), atol=1e-4)
+    loaded = Whitening.load(w.save(tmp_path / "w.npz"))
+    assert np.array_equal(loaded.apply(x), w.apply(x))
+    truncated = Whitening.fit(x, dim=3)
+    assert truncated.apply(x).shape == (400, 3)
+    with pytest.raises(ValueError, match="cannot be inverted"):
+        truncated.inverse(z[:, :3])
+
+
+def test_neighbour_averaging_keeps_unit_norms_and_leaves_isolated_points_alone():
+    rng = np.random.default_rng(2)
+    cluster = _unit(np.hstack([1 + 0.1 * rng.normal(size=(20, 4)), np.zeros((20, 4))]))
+    isolated = np.eye(8)[7:8]
+    x = np.vstack([cluster, isolated]).astype(np.float32)
+    out = neighbour_average(x, k=3, alpha=3.0)
+    assert out.shape == x.shape and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    assert np.allclose(out[-1], isolated[0])
+    assert not np.allclose(out[:20], x[:20])
+    # Averaging pulls the cluster together: its members end up closer to each other.
+    assert (out[:20] @ out[:20].T).mean() > (x[:20] @ x[:20].T).mean()
+
+
+class FakeVerifier:
+    def __init__(self, inliers: dict):
+        self.table = inliers
+
+    def inliers(self, a: Path, b: Path) -> int:
+        return self.table.get((a.name, b.name), 0)
+
+
+def test_fusion_moves_verified_pairs_only():
+    rng = np.random.default_rng(3)
+    x = _unit(rng.normal(size=(6, 5))).astype(np.float32)
+    paths = [Path(f"{i}.jpg") for i in range(6)]
+    _, idx = topk(x, None, k=1)
+    i, j = sorted((0, int(idx[0, 0])))
+    fused, pairs = fuse_verified(x, paths, k=1, min_inliers=25, weight=0.5,
+                                 verifier=FakeVerifier({(f"{i}.jpg", f"{j}.jpg"): 40}))
+    assert pairs == [(i, j, 40)]
+    others = [r for r in range(6) if r not in (i, j)]
+    assert np.array_equal(fused[others], x[others])
+    assert fused[i] @ fused[j] > x[i] @ x[j]
+    assert np.allclose(np.linalg.norm(fused, axis=1), 1, atol=1e-5)
+
+
+def test_geometric_verification_accepts_a_warped_copy_and_rejects_another_painting(sample_root):
+    studio = list_images(sample_root / "images" / "studio")
+    a, other = decode_image(studio[0]), decode_image(studio[5])
+    a = cv2.resize(a, (a.shape[1] * 3, a.shape[0] * 3), interpolation=cv2.INTER_CUBIC)
+    h, w = a.shape[:2]
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = src + np.float32([[0.08 * w, 0.05 * h], [-0.05 * w, 0.02 * h], [-0.02 * w, -0.06 * h], [0.04 * w, 0]])
+    warped = cv2.warpPerspective(a, cv2.getPerspectiveTransform(src, dst), (w, h))
+    fa, fw = extract_features(a), extract_features(warped)
+    fo = extract_features(cv2.resize(other, (w, h), interpolation=cv2.INTER_CUBIC))
+    assert count_inliers(fa, fw) >= 25
+    assert count_inliers(fa, fo) < 25
+
+
+def test_postprocessor_keeps_rows_names_and_order(tmp_path):
+    recipe = load_recipe(None, ["post.steps=[whiten,dba,qe]", "post.whiten.dim=4"])
+    rng = np.random.default_rng(4)
+    emb = Embeddings([f"n{i}" for i in range(30)], _unit(rng.normal(size=(30, 8))).astype(np.float32),
+                     np.ones(30, np.float32))
+    out = PostProcessor(recipe, tmp_path).apply(emb, [Path(f"{i}.jpg") for i in range(30)])
+    assert out.names == emb.names and out.vectors.shape == (30, 4)
+    assert (tmp_path / "whiten.npz").is_file()
+
+
+def test_concat_weights_blocks():
+    a, b = np.eye(3, dtype=np.float32), np.ones((3, 2), np.float32)
+    out = concat_blocks([a, b], [1.0, 0.5])
+    assert out.shape == (3, 5) and np.allclose(np.linalg.norm(out, axis=1), 1)
+    assert out[0, 0] / out[0, 3] == pytest.approx(1 / (0.5 / np.sqrt(2)))
+
+
+def test_bad_post_steps_are_named():
+    with pytest.raises(RecipeError, match="post.steps"):
+        load_recipe(None, ["post.steps=[whiten,whitening]"])
+    with pytest.raises(RecipeError, match="concat"):
+        load_recipe(None, ["post.steps=[whiten,concat]"])
+
+
+def test_eval_and_submit_apply_the_steps(tmp_path, sample_root):
+    common = ["recipes/tiny.yaml", "post.steps=[whiten,dba]", "synthetic.num_queries=5"]
+    result = run_cli("eval", *common, f"data.labeled=[{sample_root}]", f"run_dir={tmp_path / 'e'}")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["post"]["steps"] == ["whiten", "dba"] and set(metrics["post"]["time_s"]) == {"whiten", "dba"}
+    assert (tmp_path / "e" / "post" / "whiten.npz").is_file()
+    result = run_cli("eval.submit", *common, f"data.root={sample_root / 'images'}", f"run_dir={tmp_path / 's'}",
+                     f"submission={tmp_path / 'sub.csv'}")
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "sub.csv").read_text().splitlines()
+    assert lines[0].startswith("ID,image_name,feature_0") and len(lines) == 1 + len(list_images(sample_root / "images"))
