@@ -19,7 +19,7 @@ from core.pool import LabeledSet, Pool, recipe_pool
 from core.recipe import to_dict
 from core.runs import RunDir
 from eval.metrics import KS, summarize, target_ranks
-from eval.stats import embedding_stats
+from eval.stats import embedding_stats, pair_stats
 from eval.synthetic import SyntheticQueries, make_synthetic_queries
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
     if post is not None and post.active:
         joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
     rows = list(range(len(emb), len(emb) + len(syn)))
-    return summarize(target_ranks(joint.vectors, rows, [[s] for s in queries.sources]))
+    return {**summarize(target_ranks(joint.vectors, rows, [[s] for s in queries.sources])),
+            "stats": pair_stats(joint.vectors, rows, list(queries.sources))}
 
 
 def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], emb: Embeddings,
@@ -112,7 +113,7 @@ def evaluate(recipe: DictConfig) -> dict:
             **overall,
             "sets": per_set,
             "synthetic": synthetic,
-            "stats": embedding_stats(final.vectors, final.norms),
+            "stats": embedding_stats(final.vectors, final.norms, final.names),
             "post": {"steps": list(recipe.post.steps), "time_s": post.timings,
                      "verified_pairs": post.verified_pairs} if post.active else None,
             "pool_size": len(emb),
@@ -145,8 +146,15 @@ def format_table(metrics: dict) -> str:
         lines.append(f"{name:<34}{f['n_queries']:>6}{cells}")
     s = metrics["stats"]
     lines.append("")
-    lines.append(f"pool {metrics['pool_size']} images, {metrics['backbone']['dim']}-d; effective rank "
-                 f"{s['effective_rank']:.1f}; norm cv {s['norm_cv']:.3f}; NN1 {s.get('nn1_mean', 0):.3f}, "
-                 f"NN1-NN2 margin {s.get('nn_margin_mean', 0):.4f}; {metrics['images_per_s']:.1f} img/s, "
-                 f"{metrics['time_s']['total']:.0f} s in all")
+    lines.append(f"pool {metrics['pool_size']} images, {s['dim']}-d; effective rank {s['effective_rank']:.1f} "
+                 f"(top-10 components {s['explained_variance_top10']:.0%} of the variance); norm cv {s['norm_cv']:.3f}")
+    if "nn1_mean" in s:
+        lines.append(f"NN1 {s['nn1_mean']:.3f}, NN1-NN2 margin {s['nn_margin_mean']:.4f} (median "
+                     f"{s['nn_margin_q50']:.4f}); mutual NN {s['mutual_nn_rate']:.1%}; hub skew {s['hub_skew']:.2f} "
+                     f"(busiest image in {s['hub_max']} top-{s['hub_k']} lists)")
+    syn = (metrics.get("synthetic") or {}).get("stats")
+    if syn:
+        lines.append(f"synthetic pairs: alignment {syn['alignment']:.3f}, uniformity {syn['uniformity']:.3f}, "
+                     f"a photo's NN is another photo {syn['photo_nn_is_photo']:.1%}")
+    lines.append(f"{metrics['images_per_s']:.1f} img/s, {metrics['time_s']['total']:.0f} s in all")
     return "\n".join(lines)

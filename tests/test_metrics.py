@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from eval.metrics import average_precision, summarize, target_ranks
+from eval.stats import effective_rank, explained_variance, hubness, pair_stats
 
 # Row 0 is the query; rows 1..4 have cosines 0.9, 0.8, 0.7, 0.6 with it.
 ANGLES = np.arccos([1.0, 0.9, 0.8, 0.7, 0.6])
@@ -42,3 +43,36 @@ def test_ties_count_against_the_query():
 def test_average_precision_known_values():
     assert average_precision(np.array([0, 1])) == 1.0
     assert average_precision(np.array([2])) == pytest.approx(1 / 3)
+
+
+def test_hubness_counts_k_occurrences_and_names_the_hub():
+    # Row 0 is everyone's neighbour: a hub.
+    idx = np.array([[1], [0], [0], [0], [0]])
+    out = hubness(idx, names=list("abcde"), top=2)
+    assert out["hub_max"] == 4 and out["top_hubs"][0] == {"row": 0, "name": "a", "k_occurrence": 4}
+    counts = np.array([4, 1, 0, 0, 0], float)
+    expected = ((counts - counts.mean()) ** 3).mean() / counts.std() ** 3
+    assert out["hub_skew"] == pytest.approx(expected)
+    assert hubness(np.array([[1], [2], [0]]))["hub_skew"] == 0.0  # every row once: no hubs
+
+
+def test_alignment_uniformity_and_domain_split_on_known_points():
+    # Two clean images (rows 0, 1) and their photos (rows 2, 3); photo 2 sits on its painting, photo 3
+    # sits on photo 2 (a domain split).
+    v = np.array([[1, 0], [0, 1], [1, 0], [0.9, 0.1]], np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    out = pair_stats(v, queries=[2, 3], targets=[0, 1])
+    assert out["alignment"] == pytest.approx((0 + ((v[3] - v[1]) ** 2).sum()) / 2, rel=1e-5)
+    assert out["photo_nn_is_photo"] == pytest.approx(0.5)
+    d2 = np.clip(2 - 2 * v.astype(np.float64) @ v.T, 0, None)[np.triu_indices(4, 1)]
+    assert out["uniformity"] == pytest.approx(np.log(np.exp(-2 * d2).mean()))
+
+
+def test_effective_rank_and_explained_variance_of_a_line_and_a_plane():
+    t = np.linspace(-1, 1, 50)[:, None]
+    line = np.hstack([t, np.zeros((50, 3))])
+    assert effective_rank(line) == pytest.approx(1.0)
+    assert explained_variance(line)["explained_variance_top1"] == pytest.approx(1.0)
+    plane = np.hstack([np.cos(np.linspace(0, 2 * np.pi, 200, endpoint=False))[:, None],
+                       np.sin(np.linspace(0, 2 * np.pi, 200, endpoint=False))[:, None], np.zeros((200, 2))])
+    assert effective_rank(plane) == pytest.approx(2.0, rel=1e-6)

@@ -1,0 +1,126 @@
+"""Training-free post-processing on saved embeddings: each step alone, and chains, with their cost.
+
+Reads the embeddings an ``python -m eval`` run saved (pool and synthetic queries), applies the
+recipe ``post`` steps through the same code as eval (``adapt.postprocess.PostProcessor``), and
+prints Hit@1/3/10 on the labeled sets, synthetic Hit@3 and the time each configuration took.
+
+    CURATOR_SHARED=../shared python benchmarks/postprocess.py RUN_DIR [RUN_DIR ...] [--fusion]
+        [--concat-with RUN_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from adapt.postprocess import PostProcessor, concat_blocks  # noqa: E402
+from core.embed import Embeddings  # noqa: E402
+from core.pool import recipe_pool  # noqa: E402
+from core.recipe import load_recipe  # noqa: E402
+from eval.evaluate import labeled_metrics  # noqa: E402
+from eval.metrics import summarize, target_ranks  # noqa: E402
+
+SINGLE = {
+    "none": [],
+    "whiten": ["post.steps=[whiten]"],
+    "whiten shrink 0.1": ["post.steps=[whiten]", "post.whiten.shrinkage=0.1"],
+    "whiten shrink 0.5": ["post.steps=[whiten]", "post.whiten.shrinkage=0.5"],
+    "whiten power 0.25": ["post.steps=[whiten]", "post.whiten.power=0.25"],
+    "whiten dim 256": ["post.steps=[whiten]", "post.whiten.dim=256"],
+    "whiten dim 128": ["post.steps=[whiten]", "post.whiten.dim=128"],
+    "dba k1": ["post.steps=[dba]", "post.dba.k=1"],
+    "dba k2": ["post.steps=[dba]", "post.dba.k=2"],
+    "dba k3": ["post.steps=[dba]", "post.dba.k=3"],
+    "dba k2 + qe k2": ["post.steps=[dba,qe]"],
+    "whiten + dba k1": ["post.steps=[whiten,dba]", "post.dba.k=1"],
+    "whiten + dba k2": ["post.steps=[whiten,dba]", "post.dba.k=2"],
+    "whiten + dba k1 + qe k1": ["post.steps=[whiten,dba,qe]", "post.dba.k=1", "post.qe.k=1"],
+}
+FUSION = {
+    "fusion k3": ["post.steps=[fusion]"],
+    "whiten + fusion k3": ["post.steps=[whiten,fusion]"],
+    "whiten + fusion k3 w1.0": ["post.steps=[whiten,fusion]", "post.fusion.weight=1.0"],
+}
+
+
+def _synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int]] | None:
+    folder = run / "synthetic"
+    if not (folder / "embeddings" / "names.txt").is_file():
+        return None
+    syn = Embeddings.load(folder / "embeddings")
+    pairs = pd.read_csv(folder / "pairs.csv")
+    row = {n: i for i, n in enumerate(pool.names)}
+    return syn, [row[t] for t in pairs["target"]]
+
+
+def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None) -> list[dict]:
+    base = load_recipe(run / "recipe.yaml")
+    pool = recipe_pool(base)
+    emb = Embeddings.load(run / "embeddings")
+    by_name = dict(zip(pool.names, pool.paths, strict=True))
+    paths = [by_name[n] for n in emb.names]
+    synthetic = _synthetic(run, emb)
+    syn_paths = [run / "synthetic" / "images" / Path(n).name for n in synthetic[0].names] if synthetic else []
+    blocks = {"": emb}
+    if concat_with is not None:
+        other = Embeddings.load(concat_with / "embeddings")
+        if other.names != emb.names:
+            raise SystemExit(f"{concat_with} embeds other images than {run}")
+        for w in (0.5, 1.0):
+            blocks[f"concat {concat_with.name} x{w} + "] = Embeddings(
+                emb.names, concat_blocks([emb.vectors, other.vectors], [1.0, w]), emb.norms)
+    rows, verifier = [], None
+    for prefix, start in blocks.items():
+        for label, overrides in configs.items():
+            post = PostProcessor(load_recipe(run / "recipe.yaml", overrides), None)
+            post.verifier = verifier
+            t0 = time.perf_counter()
+            out = post.apply(start, paths, save=False)
+            seconds = time.perf_counter() - t0
+            verifier = post.verifier or verifier
+            overall = labeled_metrics(pool, out)[1]
+            row = {"run": run.name, "post": prefix + label, **{k: overall[k] for k in ("hit@1", "hit@3", "hit@10")},
+                   "map": overall["map"], "seconds": round(seconds, 2), "verified_pairs": post.verified_pairs}
+            if synthetic:
+                joint = post.apply(Embeddings.concat([start, synthetic[0]]), [*paths, *syn_paths], save=False)
+                rows_syn = list(range(len(start), len(joint)))
+                row["synthetic_hit@3"] = summarize(target_ranks(joint.vectors, rows_syn,
+                                                                [[t] for t in synthetic[1]]))["hit@3"]
+            rows.append(row)
+            print(f"{row['run']:<28}{row['post']:<60}" + " ".join(
+                f"{row[k]:.3f}" for k in ("hit@1", "hit@3", "hit@10")) +
+                f"  syn {row.get('synthetic_hit@3', float('nan')):.3f}  {row['seconds']:7.2f} s", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--fusion", action="store_true", help="also the (slow) verified-match fusion")
+    parser.add_argument("--concat-with", type=Path, help="a run whose embeddings to concatenate with each run's")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/postprocess.csv"))
+    args = parser.parse_args()
+    configs = {**SINGLE, **(FUSION if args.fusion else {})}
+    rows = [r for run in args.runs for r in benchmark(run, configs, args.concat_with)]
+    table = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    print("\nbest per run (by Hit@3, then mAP):")
+    for run, group in table.groupby("run", sort=False):
+        best = group.sort_values(["hit@3", "map"], ascending=False).iloc[0]
+        none = group[group["post"] == "none"].iloc[0]
+        print(f"{run}: {best['post']}: Hit@3 {none['hit@3']:.3f} -> {best['hit@3']:.3f} "
+              f"({(best['hit@3'] - none['hit@3']) * 100:+.1f} points) in {best['seconds']:.1f} s")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
