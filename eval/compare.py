@@ -1,0 +1,168 @@
+"""python -m eval.compare RUN_DIR [RUN_DIR ...] [--sort COLUMN] [--out DIR]
+
+One row per run: what differs between the recipes, Hit@1/3/10 per evaluation set and overall,
+synthetic-query Hit@3, embedding statistics and wall time; printed sorted, and written as CSV,
+Markdown, a Hit@3 bar chart and (for runs that trained) overlaid training curves.
+
+Evaluation runs (``python -m eval``) are scored on their whole pool; training runs
+(``python -m ssl.pretrain``) show their last per-epoch evaluation, on the smaller monitoring pool:
+the ``pool`` column says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from core.atomic import atomic_path, atomic_write_text  # noqa: E402
+from core.errors import CuratorError, MissingInputError  # noqa: E402
+from core.runs import RunDir  # noqa: E402
+
+# Recipe keys that differ between any two runs by nature, not by choice.
+IGNORED_KEYS = ("run_dir", "name", "submission", "embed.progress")
+KS = ("hit@1", "hit@3", "hit@10")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, f"{key}.") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def load_run(path: Path) -> dict:
+    """A run's figures as one flat row (no recipe columns yet)."""
+    metrics_file = path / "metrics.json"
+    if not metrics_file.is_file():
+        raise MissingInputError(f"{path} has no metrics.json: not a finished run of python -m eval or "
+                                "ssl.pretrain. Fix: pass run directories, or finish the run (--resume)")
+    metrics = json.loads(metrics_file.read_text())
+    trained = "last" in metrics
+    figures = metrics["last"] if trained else metrics
+    row: dict = {"run": path.name, "kind": "train" if trained else "eval",
+                 "pool": (figures or {}).get("monitor_pool") if trained else metrics.get("pool_size")}
+    overall = (figures or {}).get("overall") if trained else metrics
+    for k in KS:
+        row[k] = overall.get(k) if overall else None
+    for name, fig in ((figures or {}).get("sets") or {}).items():
+        for k in KS:
+            row[f"{name} {k}"] = fig.get(k)
+    synthetic = (figures or {}).get("synthetic")
+    row["synthetic hit@3"] = synthetic.get("hit@3") if synthetic else None
+    stats = {} if trained else metrics.get("stats", {})
+    row["effective_rank"] = figures.get("effective_rank") if trained else stats.get("effective_rank")
+    row["nn_margin"] = figures.get("nn_margin_mean") if trained else stats.get("nn_margin_mean")
+    row["hub_skew"] = stats.get("hub_skew")
+    row["time_s"] = metrics.get("time_s", {}).get("total")
+    return row
+
+
+def _recipe(path: Path) -> dict:
+    snapshot = path / "recipe.yaml"
+    return _flatten(OmegaConf.to_container(OmegaConf.load(snapshot))) if snapshot.is_file() else {}
+
+
+def compare_runs(paths: list[Path], sort: str = "hit@3") -> pd.DataFrame:
+    """The comparison table, sorted by ``sort`` (best first)."""
+    rows = [load_run(p) for p in paths]
+    recipes = [_recipe(p) for p in paths]
+    # Keys every recipe has (training recipes have sections evaluation recipes lack: "kind" says so).
+    keys = sorted(set.intersection(*(set(r) for r in recipes))) if recipes else []
+    differing = [k for k in keys if not k.startswith(IGNORED_KEYS)
+                 and len({json.dumps(r.get(k), sort_keys=True) for r in recipes}) > 1]
+    for row, recipe in zip(rows, recipes, strict=True):
+        row["differs"] = ", ".join(f"{k}={recipe.get(k)}" for k in differing)
+    table = pd.DataFrame(rows)
+    if sort not in table.columns:
+        raise MissingInputError(f"--sort {sort!r} is not a column; columns: {', '.join(table.columns)}")
+    ascending = sort in ("run", "kind", "differs", "time_s")
+    return table.sort_values(sort, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def plot_hit3(table: pd.DataFrame, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(table) + 2), 3.8))
+    x = range(len(table))
+    ax.bar([i - 0.2 for i in x], table["hit@3"].fillna(0), width=0.4, label="labeled Hit@3", color="tab:green")
+    ax.bar([i + 0.2 for i in x], table["synthetic hit@3"].fillna(0), width=0.4, label="synthetic Hit@3",
+           color="tab:blue")
+    ax.set_xticks(list(x), table["run"], rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Hit@3")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
+
+
+def plot_curves(paths: list[Path], out: Path) -> Path | None:
+    """Loss and synthetic Hit@3 per epoch, one line per training run; None if no run trained."""
+    histories = {p.name: RunDir(p).read_metrics_lines() for p in paths if (p / "metrics.jsonl").is_file()}
+    histories = {k: v for k, v in histories.items() if v}
+    if not histories:
+        return None
+    fig, (ax_loss, ax_hit) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, records in histories.items():
+        with_loss = [r for r in records if r.get("loss") is not None]
+        ax_loss.plot([r["epoch"] for r in with_loss], [r["loss"] for r in with_loss], "o-", label=name)
+        syn = [(r["epoch"], r["synthetic"]["hit@3"]) for r in records if r.get("synthetic")]
+        if syn:
+            ax_hit.plot(*zip(*syn, strict=True), "o-", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (epoch mean)")
+    ax_hit.set(xlabel="epoch (0 = before training)", ylabel="synthetic Hit@3", ylim=(0, 1))
+    for ax in (ax_loss, ax_hit):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
+
+
+def write_outputs(table: pd.DataFrame, paths: list[Path], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "compare.csv", out_dir / "compare.md"]
+    atomic_write_text(written[0], table.to_csv(index=False))
+    atomic_write_text(written[1], table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    written.append(plot_hit3(table, out_dir / "hit3.png"))
+    curves = plot_curves(paths, out_dir / "curves.png")
+    return written + ([curves] if curves else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__.split("\n\n")[1])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (e.g. runs/*)")
+    parser.add_argument("--sort", default="hit@3", help="column to sort by (best first), e.g. 'synthetic hit@3'")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder for CSV, Markdown, PNGs")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    # A shell glob (runs/*) also matches files and folders that are not runs: keep the runs.
+    paths = [p for p in args.runs if p.is_dir() and ((p / "metrics.json").is_file() or len(args.runs) == 1)]
+    try:
+        if not paths:
+            raise MissingInputError(f"none of {[str(p) for p in args.runs]} is a run directory with metrics.json")
+        table = compare_runs(paths, args.sort)
+        written = write_outputs(table, paths, args.out)
+    except CuratorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from core.embed import Embeddings
+from core.pool import recipe_pool
+from core.recipe import load_recipe
+from eval.compare import compare_runs
+from eval.evaluate import evaluate
+from eval.report import query_results, write_report
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, sample_root):
+    root = tmp_path_factory.mktemp("runs")
+    common = [f"data.labeled=[{sample_root}]", "synthetic.num_queries=5"]
+    for name, extra in (("plain", []), ("whitened", ["post.steps=[whiten]"])):
+        evaluate(load_recipe(ROOT / "recipes" / "tiny.yaml", [*common, *extra, f"run_dir={root / name}"]))
+    return root
+
+
+def test_compare_tabulates_what_differs_and_writes_csv_markdown_and_plots(two_runs, tmp_path):
+    result = run_cli("eval.compare", str(two_runs / "plain"), str(two_runs / "whitened"), str(two_runs / "nothing"),
+                     "--out", str(tmp_path), "--sort", "synthetic hit@3")
+    assert result.returncode == 0, result.stderr
+    table = compare_runs([two_runs / "plain", two_runs / "whitened"])
+    assert list(table["run"]) == sorted(table["run"], key=lambda r: -table.set_index("run").loc[r, "hit@3"])
+    differs = dict(zip(table["run"], table["differs"], strict=True))
+    assert "post.steps=['whiten']" in differs["whitened"] and "post.steps=[]" in differs["plain"]
+    metrics = json.loads((two_runs / "plain" / "metrics.json").read_text())
+    assert table.set_index("run").loc["plain", "museum hit@3"] == pytest.approx(metrics["sets"]["museum"]["hit@3"])
+    md = (tmp_path / "compare.md").read_text()
+    assert md.startswith("| run") and "whitened" in md
+    assert (tmp_path / "compare.csv").read_text().count("\n") == 3
+    assert (tmp_path / "hit3.png").stat().st_size > 5_000
+
+
+def test_compare_rejects_a_folder_without_metrics(tmp_path):
+    result = run_cli("eval.compare", str(tmp_path))
+    assert result.returncode == 2 and "metrics.json" in result.stderr
+
+
+def test_report_puts_failures_first_and_marks_hits(two_runs):
+    pool = recipe_pool(load_recipe(two_runs / "plain" / "recipe.yaml"))
+    results = query_results(pool, Embeddings.load(two_runs / "plain" / "embeddings"), k=3)
+    hits = [r.hit for r in results if r.targets]
+    assert hits == sorted(hits)  # False (failures) before True
+    for r in results:
+        assert r.hit == (r.first_target_rank is not None and r.first_target_rank < 3)
+        assert not r.hit or set(r.neighbours) & set(r.targets)
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if shutil.which("apt-get"):
+        # Debian's chromium, installed on first use (needs root and the package mirror).
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip("headless Chromium is not installed and `apt-get install chromium` failed here "
+                    "(no root or no package mirror): the report page could not be rendered")
+    return found
+
+
+def test_report_renders_in_headless_chromium_with_every_image(two_runs, tmp_path):
+    page = write_report(two_runs / "whitened", k=3)
+    images = len(re.findall(r"<img ", page.read_text()))
+    assert images > 10
+    chromium = _chromium()
+    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert f'<span id="loaded">{images}/{images}</span>' in dom.stdout, dom.stderr[-2000:]
+    shot = tmp_path / "report.png"
+    subprocess.run([*common, "--window-size=1200,900", f"--screenshot={shot}", page.as_uri()], capture_output=True,
+                   timeout=120)
+    assert shot.stat().st_size > 20_000
+    assert (page.parent / "hubs.png").is_file()
