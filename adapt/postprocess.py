@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from adapt.verify import Verifier
 from core.atomic import atomic_path
@@ -114,7 +115,7 @@ def concat_blocks(blocks: Sequence[np.ndarray], weights: Sequence[float]) -> np.
 
 
 def fuse_verified(vectors: np.ndarray, paths: Sequence[Path], k: int, min_inliers: int, weight: float,
-                  verifier: Verifier) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+                  verifier: Verifier, progress: bool = False) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """Move geometrically verified neighbour pairs towards each other; others stay as they are.
 
     Returns the new vectors and the verified pairs (i, j, inliers), i < j.
@@ -122,7 +123,7 @@ def fuse_verified(vectors: np.ndarray, paths: Sequence[Path], k: int, min_inlier
     _, idx = topk(vectors, None, k=min(k, len(vectors) - 1))
     candidates = sorted({(min(i, int(j)), max(i, int(j))) for i in range(len(vectors)) for j in idx[i]})
     verified = []
-    for i, j in candidates:
+    for i, j in tqdm(candidates, desc="verify neighbours", unit="pair", disable=not progress, mininterval=1.0):
         inliers = verifier.inliers(paths[i], paths[j])
         if inliers >= min_inliers:
             verified.append((i, j, inliers))
@@ -179,7 +180,8 @@ class PostProcessor:
         f = self.cfg.fusion
         if self.verifier is None:
             self.verifier = Verifier(ImageReader(min_side=int(f.max_side)), max_side=int(f.max_side))
-        fused, pairs = fuse_verified(vectors, paths, int(f.k), int(f.min_inliers), float(f.weight), self.verifier)
+        fused, pairs = fuse_verified(vectors, paths, int(f.k), int(f.min_inliers), float(f.weight), self.verifier,
+                                     bool(self.recipe.embed.progress))
         self.verified_pairs = len(pairs)
         log.info("fusion: %d verified pairs among the %d nearest neighbours of %d images", len(pairs), f.k,
                  len(vectors))

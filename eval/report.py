@@ -94,7 +94,7 @@ def _run_inputs(run: Path) -> tuple[Pool, Embeddings, list[Path]]:
 
 
 def query_results(pool: Pool, emb: Embeddings, k: int) -> list[QueryResult]:
-    """Every labeled query's top-k, failures first (worst first), then hits."""
+    """Every labeled query's top-k: failures first (worst first), then hits, then queries with no target."""
     row = {n: i for i, n in enumerate(emb.names)}
     sims, idx = topk(emb.vectors, None, k=min(k, len(emb) - 1))
     results = []
@@ -107,8 +107,7 @@ def query_results(pool: Pool, emb: Embeddings, k: int) -> list[QueryResult]:
             ranks = target_ranks(emb.vectors, [qr], [targets])[0]
             results.append(QueryResult(labeled.name, subset, qr, targets, idx[qr].tolist(), sims[qr].tolist(),
                                        int(ranks[0]) if len(ranks) else None))
-    big = len(emb) + 1
-    return sorted(results, key=lambda r: (r.hit, -(r.first_target_rank if r.first_target_rank is not None else big)))
+    return sorted(results, key=lambda r: (2, 0) if r.first_target_rank is None else (int(r.hit), -r.first_target_rank))
 
 
 def _cell(thumbs: Thumbnails, names: list[str], row: int, caption: str, css: str) -> str:
