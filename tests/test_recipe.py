@@ -1,8 +1,10 @@
 import pytest
 from conftest import ROOT
+from omegaconf import OmegaConf
 
 from core.errors import RecipeError
-from core.recipe import load_recipe, parse_cli
+from core.recipe import Recipe, load_recipe, parse_cli
+from ssl.config import PretrainRecipe
 
 
 def test_yaml_then_overrides(tmp_path):
@@ -50,3 +52,12 @@ def test_shared_location_from_environment(monkeypatch):
 def test_model_file_instead_of_recipe():
     cfg = parse_cli(["enc.pt", "embed.flip=true"], "prog", "desc", accept_model_file=True)
     assert cfg.model.weights == "enc.pt" and cfg.embed.flip is True
+
+
+def test_every_shipped_recipe_loads_with_its_schema():
+    recipes = sorted((ROOT / "recipes").glob("*.yaml"))
+    assert {p.name for p in recipes} >= {"dino.yaml", "simclr.yaml", "zeroshot.yaml", "submission.yaml", "tiny.yaml"}
+    for path in recipes:
+        schema = PretrainRecipe if "method" in OmegaConf.load(path) else Recipe
+        cfg = load_recipe(path, schema=schema)
+        assert cfg.name == path.stem
