@@ -12,47 +12,27 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger
-from torch.utils.data import DataLoader
 
 from core.backbone import EncoderSpec, build_encoder
 from core.errors import CuratorError, MissingInputError
 from core.images import make_reader
 from core.pool import recipe_pool
-from core.recipe import cli_parser, load_recipe, recipe_from_args, to_dict
+from core.recipe import cli_parser, load_recipe, recipe_from_args
 from core.runs import RunDir
 from core.tuning import configure_tuning
-from eval.curves import plot_training_curves
 from eval.monitor import EvalMonitor
 from ssl.config import PretrainRecipe, view_maker
-from ssl.dataset import EpochSampler, ViewDataset
+from ssl.dataset import ViewDataset
 from ssl.methods import METHODS
+from ssl.training import fit, quiet_known_warnings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "dino.yaml"
-
-
-def _trainer(recipe, run: RunDir, callbacks: list[pl.Callback]) -> pl.Trainer:
-    t = recipe.trainer
-    devices = int(t.devices) if str(t.devices).isdigit() else t.devices
-    # Head warm-up leaves the backbone out of the graph on purpose: DDP must expect unused weights.
-    strategy = "ddp_find_unused_parameters_true" if t.strategy == "ddp" else t.strategy
-    return pl.Trainer(
-        max_epochs=int(recipe.train.epochs), accelerator=t.accelerator, devices=devices, strategy=strategy,
-        precision=t.precision, default_root_dir=run.path, log_every_n_steps=int(t.log_every_n_steps),
-        # logs/version_N/metrics.csv: a resumed run starts a new version instead of deleting the old.
-        logger=CSVLogger(run.path, name="logs"), gradient_clip_val=float(recipe.train.clip_grad) or None,
-        callbacks=[*callbacks, ModelCheckpoint(dirpath=run.path / "checkpoints", save_last="link", save_top_k=1),
-                   *([TQDMProgressBar(refresh_rate=1)] if recipe.embed.progress else [])],
-        enable_progress_bar=bool(recipe.embed.progress), enable_model_summary=False, num_sanity_val_steps=0,
-    )
 
 
 def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = ()) -> dict:
@@ -62,14 +42,7 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
     """
     started = time.perf_counter()
     run = RunDir.create(recipe)
-    last_ckpt = run.path / "checkpoints" / "last.ckpt"
-    if resume and not last_ckpt.is_file():
-        raise MissingInputError(f"{last_ckpt} does not exist: nothing to resume. Fix: start the run without --resume")
-    with run.logging_to_file(), warnings.catch_warnings():
-        # Known and harmless: lightly's DINO head uses the old weight_norm; the DINO teacher is in
-        # eval mode on purpose (Lightning warns about any module not in train mode).
-        warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated")
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    with run.logging_to_file(), quiet_known_warnings():
         pl.seed_everything(int(recipe.seed), workers=True, verbose=False)
         pool = recipe_pool(recipe)
         encoder = configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune)
@@ -77,40 +50,11 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
         views = view_maker(recipe, encoder.spec.mean, encoder.spec.std)
         dataset = ViewDataset(pool.paths, make_reader(recipe.data, int(recipe.views.max_side)), views,
                               int(recipe.seed), bool(recipe.data.skip_corrupt))
-        per_epoch = recipe.train.images_per_epoch
-        workers = int(recipe.train.num_workers)
-        loader = DataLoader(dataset, batch_size=int(recipe.train.batch_size), drop_last=True,
-                            sampler=EpochSampler(len(dataset), int(recipe.seed), per_epoch),
-                            num_workers=workers, persistent_workers=workers > 0)
-        if len(loader) == 0:
-            raise MissingInputError(f"{len(dataset)} images make no full batch of train.batch_size="
-                                    f"{recipe.train.batch_size}. Fix: lower train.batch_size or add images")
         monitor = EvalMonitor(recipe, run, pool)
-        trainer = _trainer(recipe, run, [monitor, *callbacks])
-        log.info("%s on %d images, %d steps per epoch, %d epochs%s", recipe.method, len(dataset), len(loader),
-                 recipe.train.epochs, f", resuming from {last_ckpt}" if resume else "")
-        trainer.fit(module, loader, ckpt_path=str(last_ckpt) if resume else None)
+        trainer, images = fit(recipe, run, module, dataset, [monitor, *callbacks], resume)
         if not trainer.is_global_zero:
             return {}
-        encoder_path = run.path / "encoder.pt"
-        module.export_encoder().save(encoder_path)
-        history = monitor.history
-        if history:
-            plot_training_curves(history, run.path / "curves.png", title=f"{recipe.name} ({recipe.method})")
-        eval_s = sum(r.get("eval_s", 0.0) for r in history)
-        total_s = time.perf_counter() - started
-        images = len(loader) * int(recipe.train.batch_size) * int(recipe.train.epochs)
-        summary = {
-            "method": recipe.method, "encoder": str(encoder_path), "epochs": int(recipe.train.epochs),
-            "images": len(dataset), "first": history[0] if history else None, "last": history[-1] if history else None,
-            "time_s": {"total": round(total_s, 1), "evaluation": round(eval_s, 1)},
-            "backbone": module.export_encoder().describe(), "recipe": to_dict(recipe), "run_dir": str(run.path),
-        }
-        if not resume:
-            summary["train_images_per_s"] = round(images / max(total_s - eval_s, 1e-9), 2)
-        run.write_metrics(summary)
-        log.info("wrote %s (%.0f s in all, %.0f s evaluating)", encoder_path, total_s, eval_s)
-        return summary
+        return monitor.finish(module, started, images, resume)
 
 
 def _format(summary: dict) -> str:

@@ -1,0 +1,123 @@
+"""Mining pseudo query–HQ pairs without labels: mutual nearest neighbours, filtered for trust.
+
+A visitor photo and the studio image of its painting are often each other's nearest neighbour in a
+good embedding space. Every mutual-nearest-neighbour pair of the pool is a candidate; a candidate is
+kept only if
+
+- its similarity reaches ``min_similarity`` and both sides' NN1-NN2 margin reaches ``min_margin``
+  (a confident, unambiguous match);
+- it is not a near-duplicate (similarity at least ``duplicate_similarity``): two copies of one file
+  teach nothing about photos versus studio images;
+- optionally (``k_reciprocal`` > 0) the two share at least ``min_shared`` of their k nearest
+  neighbours (k-reciprocal agreement: the pair sits in one neighbourhood, not between two);
+- optionally (``verify``) a RANSAC homography between their local features has at least
+  ``min_inliers`` inliers (paintings are planar: a near-certain match).
+
+Every candidate lands in ``pairs.csv`` with its scores, whether it was kept and why not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from adapt.verify import Verifier
+from core.atomic import atomic_write_text
+from core.search import topk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MiningConfig:
+    min_similarity: float = 0.5
+    min_margin: float = 0.0
+    duplicate_similarity: float = 0.995
+    k_reciprocal: int = 0
+    min_shared: float = 0.3
+    verify: bool = False
+    min_inliers: int = 25
+    verify_max_side: int = 512
+
+
+def mine_pairs(vectors: np.ndarray, names: Sequence[str], paths: Sequence[Path], cfg,
+               verifier: Verifier | None = None, progress: bool = False) -> pd.DataFrame:
+    """All mutual-nearest-neighbour candidates of ``vectors`` with their scores and verdicts.
+
+    Columns: a, b (row indices, a < b), name_a, name_b, similarity, margin (the smaller of the two
+    sides' NN1-NN2 margins), shared (k-reciprocal overlap or NaN), inliers (or -1), kept, reason.
+    """
+    k = max(2, int(cfg.k_reciprocal) or 2)
+    sims, idx = topk(vectors, None, k=min(k, len(vectors) - 1))
+    nn = idx[:, 0]
+    rows = np.arange(len(vectors))
+    a = rows[(nn[nn] == rows) & (rows < nn)]
+    b = nn[a]
+    margin_row = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else sims[:, 0]
+    table = pd.DataFrame({"a": a, "b": b, "name_a": [names[i] for i in a], "name_b": [names[i] for i in b],
+                          "similarity": sims[a, 0], "margin": np.minimum(margin_row[a], margin_row[b])})
+    if int(cfg.k_reciprocal) > 0:
+        table["shared"] = [len(set(idx[i]) - {j} & set(idx[j]) - {i}) / max(1, idx.shape[1] - 1)
+                           for i, j in zip(a, b, strict=True)]
+    else:
+        table["shared"] = np.nan
+    reason = np.full(len(table), "", dtype=object)
+    reason[table["similarity"] < float(cfg.min_similarity)] = "low similarity"
+    reason[(reason == "") & (table["margin"] < float(cfg.min_margin))] = "low margin"
+    reason[(reason == "") & (table["similarity"] >= float(cfg.duplicate_similarity))] = "near-duplicate"
+    if int(cfg.k_reciprocal) > 0:
+        reason[(reason == "") & (table["shared"] < float(cfg.min_shared))] = "few shared neighbours"
+    inliers = np.full(len(table), -1)
+    if cfg.verify:
+        verifier = verifier or Verifier(max_side=int(cfg.verify_max_side))
+        todo = np.flatnonzero(reason == "")
+        for n in tqdm(todo, desc="verify pairs", unit="pair", disable=not progress, mininterval=1.0):
+            inliers[n] = verifier.inliers(paths[table.at[n, "a"]], paths[table.at[n, "b"]])
+        reason[(reason == "") & (inliers < int(cfg.min_inliers)) & (inliers >= 0)] = "not verified"
+    table["inliers"] = inliers
+    table["kept"] = reason == ""
+    table["reason"] = reason
+    dropped = table.loc[~table["kept"], "reason"].value_counts()
+    log.info("mining: %d mutual-NN candidates, %d kept (%s)", len(table), int(table["kept"].sum()),
+             ", ".join(f"{r}: {n}" for r, n in dropped.items()) or "none dropped")
+    return table
+
+
+def true_pairs(pool, names: Sequence[str]) -> set[tuple[int, int]]:
+    """The labeled query–target pairs of ``pool`` as unordered row pairs of ``names``."""
+    row = {n: i for i, n in enumerate(names)}
+    out = set()
+    for labeled in pool.labeled:
+        for q, ts in zip(labeled.queries, labeled.targets, strict=True):
+            for t in ts:
+                if pool.names[q] in row and pool.names[t] in row:
+                    i, j = row[pool.names[q]], row[pool.names[t]]
+                    out.add((min(i, j), max(i, j)))
+    return out
+
+
+def accounting(table: pd.DataFrame, truth: set[tuple[int, int]]) -> dict:
+    """Precision and recall of the kept pairs against labeled ground truth (None without labels)."""
+    if not truth:
+        return {"true_pairs": 0, "precision": None, "recall": None}
+    is_true = np.array([(int(a), int(b)) in truth for a, b in zip(table["a"], table["b"], strict=True)], bool)
+    kept = table["kept"].to_numpy(bool)
+    found = int((is_true & kept).sum())
+    return {"true_pairs": len(truth), "candidates": len(table), "candidates_true": int(is_true.sum()),
+            "kept": int(kept.sum()), "kept_true": found, "kept_wrong": int((kept & ~is_true).sum()),
+            "precision": found / max(1, int(kept.sum())), "recall": found / len(truth)}
+
+
+def write_pairs(table: pd.DataFrame, truth: set[tuple[int, int]], path: Path) -> Path:
+    """``pairs.csv`` with every candidate (and, when labels exist, whether it is a true pair)."""
+    out = table.copy()
+    if truth:
+        out["true_pair"] = [(int(a), int(b)) in truth for a, b in zip(out["a"], out["b"], strict=True)]
+    atomic_write_text(path, out.to_csv(index=False, float_format="%.6f"))
+    return path

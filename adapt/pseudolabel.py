@@ -1,0 +1,162 @@
+"""python -m adapt.pseudolabel [RECIPE.yaml] [key=value ...]
+
+Stage 2: rounds of mine -> refine. Each round embeds the whole pool with the current model, mines
+mutual-nearest-neighbour pairs and filters them (adapt/mining.py), writes them with their scores to
+RUN/roundN/pairs.csv, and refines the model contrastively on the kept pairs (adapt/refine.py). The
+start is ``model.weights``: zero-shot weights, an encoder file, or a stage-1 run directory. With a
+labeled set in the pool, every round reports the precision and recall of its pairs and Hit@k of the
+whole pool before and after. With no data given it runs on the sample museum.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from adapt.mining import MiningConfig, accounting, mine_pairs, true_pairs, write_pairs
+from adapt.refine import PairViewDataset
+from adapt.verify import Verifier
+from core.backbone import EncoderSpec, build_encoder
+from core.embed import embed_images, recipe_reader
+from core.errors import CuratorError, MissingInputError, RecipeError
+from core.images import make_reader
+from core.pool import Pool, recipe_pool
+from core.recipe import parse_cli, to_dict
+from core.runs import RunDir
+from core.tuning import configure_tuning
+from eval.evaluate import labeled_metrics
+from eval.monitor import EvalMonitor
+from ssl.config import PretrainRecipe, view_maker
+from ssl.methods import SimCLRModule
+from ssl.training import fit, quiet_known_warnings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "pseudolabel.yaml"
+
+
+@dataclass
+class PseudolabelRecipe(PretrainRecipe):
+    rounds: int = 2
+    mining: MiningConfig = field(default_factory=MiningConfig)
+
+    @staticmethod
+    def validate(cfg: DictConfig) -> None:
+        PretrainRecipe.validate(cfg)
+        if cfg.method != "simclr":
+            raise RecipeError(f"method={cfg.method!r}: stage 2 refines with the contrastive (simclr) loss on pairs")
+        if cfg.rounds < 1:
+            raise RecipeError("rounds must be at least 1")
+
+
+def _start_weights(weights: str) -> str:
+    """A stage-1 run directory means its encoder file."""
+    path = Path(weights)
+    if path.is_dir():
+        if not (path / "encoder.pt").is_file():
+            raise MissingInputError(f"model.weights={weights} is a folder without encoder.pt. Fix: give a finished "
+                                    "run of python -m ssl.pretrain, an encoder file or weights")
+        return str(path / "encoder.pt")
+    return weights
+
+
+def _full_pool(recipe: DictConfig, pool: Pool, weights: str, desc: str):
+    encoder = build_encoder(EncoderSpec.from_config(OmegaConf.merge(recipe.model, {"weights": weights})))
+    emb = embed_images(encoder, pool.paths, pool.names, recipe.embed, reader=recipe_reader(recipe, encoder),
+                       skip_corrupt=recipe.data.skip_corrupt, desc=desc)
+    return encoder, emb
+
+
+def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, verifier: Verifier | None) -> dict:
+    started = time.perf_counter()
+    sub = OmegaConf.merge(recipe, {"run_dir": str(run.path / f"round{n}"), "model": {"weights": weights}})
+    round_run = RunDir.create(sub)
+    encoder, emb = _full_pool(recipe, pool, weights, f"round {n}: embed pool")
+    by_name = dict(zip(pool.names, pool.paths, strict=True))
+    paths = [by_name[name] for name in emb.names]
+    table = mine_pairs(emb.vectors, emb.names, paths, recipe.mining, verifier, bool(recipe.embed.progress))
+    truth = true_pairs(pool, emb.names)
+    write_pairs(table, truth, round_run.path / "pairs.csv")
+    mined = accounting(table, truth)
+    kept = table[table["kept"]]
+    if len(kept) < int(recipe.train.batch_size):
+        raise MissingInputError(f"round {n} kept {len(kept)} pairs, fewer than train.batch_size="
+                                f"{recipe.train.batch_size} (see {round_run.path / 'pairs.csv'}). Fix: loosen "
+                                "mining.min_similarity / mining.min_margin, or lower train.batch_size")
+    before = labeled_metrics(pool, emb)[1] if pool.labeled else None
+    module = SimCLRModule(configure_tuning(encoder.train(), sub.tune), sub)
+    dataset = PairViewDataset([(paths[a], paths[b]) for a, b in zip(kept["a"], kept["b"], strict=True)],
+                              make_reader(sub.data, int(sub.views.max_side)),
+                              view_maker(sub, encoder.spec.mean, encoder.spec.std), int(sub.seed))
+    monitor = EvalMonitor(sub, round_run, pool)
+    _, images = fit(sub, round_run, module, dataset, [monitor])
+    summary = monitor.finish(module, started, images, resumed=False)
+    record = {"round": n, "start": weights, "encoder": summary["encoder"], "mining": mined,
+              "pool_before": before, "monitor_before": summary["first"], "monitor_after": summary["last"],
+              "time_s": round(time.perf_counter() - started, 1)}
+    log.info("round %d: %d pairs kept of %d candidates%s", n, len(kept), len(table),
+             f", precision {mined['precision']:.3f}, recall {mined['recall']:.3f}" if truth else "")
+    return record
+
+
+def pseudolabel(recipe: DictConfig) -> dict:
+    """Run ``recipe.rounds`` rounds of mine -> refine; write RUN/metrics.json and metrics.jsonl."""
+    started = time.perf_counter()
+    run = RunDir.create(recipe)
+    with run.logging_to_file(), quiet_known_warnings():
+        pl.seed_everything(int(recipe.seed), workers=True, verbose=False)
+        pool = recipe_pool(recipe)
+        weights = _start_weights(str(recipe.model.weights))
+        verifier = Verifier(max_side=int(recipe.mining.verify_max_side)) if recipe.mining.verify else None
+        rounds = []
+        for n in range(1, int(recipe.rounds) + 1):
+            record = _round(recipe, run, pool, weights, n, verifier)
+            run.append_metrics_line(record)
+            rounds.append(record)
+            weights = record["encoder"]
+        _, emb = _full_pool(recipe, pool, weights, "final model: embed pool")
+        after = labeled_metrics(pool, emb)[1] if pool.labeled else None
+        summary = {"rounds": rounds, "encoder": weights, "pool_after": after, "recipe": to_dict(recipe),
+                   "time_s": {"total": round(time.perf_counter() - started, 1)}, "run_dir": str(run.path)}
+        run.write_metrics(summary)
+        return summary
+
+
+def _format(summary: dict) -> str:
+    lines = [f"{'round':<6}{'kept':>6}{'wrong':>7}{'precision':>11}{'recall':>8}   Hit@1/3/10 of the pool before"]
+    for r in summary["rounds"]:
+        m, b = r["mining"], r["pool_before"]
+        scores = (f"{m['precision']:>11.3f}{m['recall']:>8.3f}" if m["precision"] is not None
+                  else f"{'-':>11}{'-':>8}")
+        hits = f"{b['hit@1']:.3f}/{b['hit@3']:.3f}/{b['hit@10']:.3f}" if b else "-"
+        lines.append(f"{r['round']:<6}{m.get('kept', '-'):>6}{m.get('kept_wrong', '-'):>7}{scores}   {hits}")
+    a = summary["pool_after"]
+    if a:
+        lines.append(f"after the last round: Hit@1/3/10 {a['hit@1']:.3f}/{a['hit@3']:.3f}/{a['hit@10']:.3f}")
+    lines.append(f"encoder: {summary['encoder']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = sys.argv[1:] if argv is None else argv
+        if not args or "=" in args[0]:
+            args = [str(DEFAULT_RECIPE), *args]
+        recipe = parse_cli(args, "python -m adapt.pseudolabel", __doc__.strip().split("\n")[0],
+                           schema=PseudolabelRecipe)
+        summary = pseudolabel(recipe)
+    except CuratorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(_format(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

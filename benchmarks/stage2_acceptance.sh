@@ -1,0 +1,9 @@
+#!/bin/bash
+# Stage-2 acceptance runs on mcv-museum + 3,000 distractors, from the SimCLR stage-1 encoder and
+# from zero-shot DINOv2 (commands quoted in the closing note). Needs runs/stage1/simclr (stage1_acceptance.sh).
+cd "$(dirname "$0")/.." && source .venv/bin/activate
+export CURATOR_SHARED=../shared
+DATA="data.labeled=[../shared/data/mcv-museum] data.distractors=[../shared/data/distractors]"
+COMMON="monitor.pool_size=700 embed.progress=false"
+/usr/bin/time -v python -m adapt.pseudolabel recipes/pseudolabel.yaml $DATA $COMMON model.weights=runs/stage1/simclr run_dir=runs/stage2/from-simclr > runs/stage2-from-simclr.out 2>&1
+/usr/bin/time -v python -m adapt.pseudolabel recipes/pseudolabel.yaml $DATA $COMMON run_dir=runs/stage2/from-zeroshot > runs/stage2-from-zeroshot.out 2>&1

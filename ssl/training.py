@@ -1,0 +1,74 @@
+"""The training loop shared by stage 1 and stage 2: a Lightning Trainer over a view dataset."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader, Dataset
+
+from core.errors import MissingInputError
+from core.runs import RunDir
+from ssl.dataset import EpochSampler
+from ssl.methods import SSLModule
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def quiet_known_warnings() -> Iterator[None]:
+    """Silence two known, harmless warnings: lightly's DINO head uses the old weight_norm, and the
+    DINO teacher is in eval mode on purpose (Lightning warns about any module not in train mode)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated")
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        yield
+
+
+def make_trainer(recipe, run: RunDir, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """A Trainer as the recipe's ``trainer`` and ``train`` sections say, logging and checkpointing in ``run``."""
+    t = recipe.trainer
+    devices = int(t.devices) if str(t.devices).isdigit() else t.devices
+    # Head warm-up leaves the backbone out of the graph on purpose: DDP must expect unused weights.
+    strategy = "ddp_find_unused_parameters_true" if t.strategy == "ddp" else t.strategy
+    return pl.Trainer(
+        max_epochs=int(recipe.train.epochs), accelerator=t.accelerator, devices=devices, strategy=strategy,
+        precision=t.precision, default_root_dir=run.path, log_every_n_steps=int(t.log_every_n_steps),
+        # logs/version_N/metrics.csv: a resumed run starts a new version instead of deleting the old.
+        logger=CSVLogger(run.path, name="logs"), gradient_clip_val=float(recipe.train.clip_grad) or None,
+        callbacks=[*callbacks, ModelCheckpoint(dirpath=run.path / "checkpoints", save_last="link", save_top_k=1),
+                   *([TQDMProgressBar(refresh_rate=1)] if recipe.embed.progress else [])],
+        enable_progress_bar=bool(recipe.embed.progress), enable_model_summary=False, num_sanity_val_steps=0,
+    )
+
+
+def make_loader(recipe, dataset: Dataset) -> DataLoader:
+    """Shuffled (per epoch, from the seed) batches of ``dataset``; ``train.images_per_epoch`` per epoch."""
+    workers = int(recipe.train.num_workers)
+    loader = DataLoader(dataset, batch_size=int(recipe.train.batch_size), drop_last=True,
+                        sampler=EpochSampler(len(dataset), int(recipe.seed), recipe.train.images_per_epoch),
+                        num_workers=workers, persistent_workers=workers > 0)
+    if len(loader) == 0:
+        raise MissingInputError(f"{len(dataset)} training items make no full batch of train.batch_size="
+                                f"{recipe.train.batch_size}. Fix: lower train.batch_size or add images")
+    return loader
+
+
+def fit(recipe, run: RunDir, module: SSLModule, dataset: Dataset, callbacks: list[pl.Callback],
+        resume: bool = False) -> tuple[pl.Trainer, int]:
+    """Train ``module`` on ``dataset``; returns the trainer and the number of items trained on."""
+    last_ckpt: Path = run.path / "checkpoints" / "last.ckpt"
+    if resume and not last_ckpt.is_file():
+        raise MissingInputError(f"{last_ckpt} does not exist: nothing to resume. Fix: start the run without --resume")
+    loader = make_loader(recipe, dataset)
+    trainer = make_trainer(recipe, run, callbacks)
+    log.info("%s on %d items, %d steps per epoch, %d epochs%s", recipe.method, len(dataset), len(loader),
+             recipe.train.epochs, f", resuming from {last_ckpt}" if resume else "")
+    trainer.fit(module, loader, ckpt_path=str(last_ckpt) if resume else None)
+    return trainer, len(loader) * int(recipe.train.batch_size) * int(recipe.train.epochs)

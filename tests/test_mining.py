@@ -1,0 +1,74 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from adapt.mining import MiningConfig, accounting, mine_pairs
+from tests.conftest import run_cli
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _planted(seed: int = 0) -> np.ndarray:
+    """Rows 0-4 are paintings, 5-9 their photos (close to them), 10 a copy of row 0, 11-12 a weak pair."""
+    rng = np.random.default_rng(seed)
+    paintings = np.zeros((5, 32))
+    paintings[:, :16] = rng.normal(size=(5, 16))
+    paintings = _unit(paintings)
+    photos = paintings.copy()
+    photos[:, :16] += 0.1 * rng.normal(size=(5, 16))
+    # The weak pair lives in dimensions of its own, so it is a mutual-NN pair with cosine 0.3.
+    weak = np.zeros((2, 32))
+    weak[0, 16], weak[1, 16], weak[1, 17] = 1.0, 0.3, np.sqrt(1 - 0.09)
+    return _unit(np.vstack([paintings, _unit(photos), paintings[:1], weak]))
+
+
+def test_mining_finds_planted_pairs_and_filters_drop_the_false_ones():
+    v = _planted()
+    names = [f"img{i}" for i in range(len(v))]
+    table = mine_pairs(v, names, [Path(n) for n in names], MiningConfig(min_similarity=0.5))
+    kept = {(int(a), int(b)) for a, b in zip(table.loc[table["kept"], "a"], table.loc[table["kept"], "b"], strict=True)}
+    assert {(1, 6), (2, 7), (3, 8), (4, 9)} <= kept  # painting i with photo i + 5
+    reasons = dict(zip(zip(table["a"], table["b"], strict=True), table["reason"], strict=True))
+    assert reasons[(0, 10)] == "near-duplicate"  # an exact copy is not a pair worth learning
+    assert reasons[(11, 12)] == "low similarity"
+    truth = {(i, i + 5) for i in range(5)}
+    acc = accounting(table, truth)
+    assert acc["kept_true"] == 4 and acc["kept_wrong"] == 0 and acc["precision"] == 1.0 and acc["recall"] == 0.8
+
+
+def test_margin_and_k_reciprocal_filters():
+    v = _planted()
+    names = [f"img{i}" for i in range(len(v))]
+    strict = mine_pairs(v, names, [Path(n) for n in names], MiningConfig(min_similarity=0.0, min_margin=1.5))
+    assert not strict["kept"].any() and set(strict["reason"]) <= {"low margin", "near-duplicate"}
+    knn = mine_pairs(v, names, [Path(n) for n in names], MiningConfig(min_similarity=0.0, k_reciprocal=3,
+                                                                          min_shared=1.01))
+    assert not knn["kept"].any() and "few shared neighbours" in set(knn["reason"])
+
+
+def test_a_round_runs_end_to_end_and_accounts_for_its_pairs(tmp_path, sample_root):
+    tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
+            "views.max_side=96", "train.batch_size=4", "train.num_workers=0", "embed.num_workers=0",
+            "embed.progress=false", "synthetic.num_queries=5", "trainer.precision=32-true", "train.epochs=2",
+            "mining.min_similarity=0.0", "rounds=1", "mining.verify=true", "mining.min_inliers=0"]
+    result = run_cli("adapt.pseudolabel", *tiny, f"data.labeled=[{sample_root}]", f"run_dir={tmp_path / 'pl'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    pairs = pd.read_csv(tmp_path / "pl" / "round1" / "pairs.csv")
+    assert {"similarity", "margin", "inliers", "kept", "reason", "true_pair"} <= set(pairs.columns)
+    assert (pairs.loc[pairs["kept"], "inliers"] >= 0).all()
+    metrics = json.loads((tmp_path / "pl" / "metrics.json").read_text())
+    mining = metrics["rounds"][0]["mining"]
+    assert mining["kept"] == int(pairs["kept"].sum())
+    assert mining["kept_true"] == int((pairs["kept"] & pairs["true_pair"]).sum())
+    assert mining["precision"] == pytest.approx(mining["kept_true"] / mining["kept"])
+    assert (tmp_path / "pl" / "round1" / "encoder.pt").is_file() and metrics["pool_after"]["n_queries"] == 10
+
+
+def test_refinement_is_contrastive_only(tmp_path):
+    result = run_cli("adapt.pseudolabel", "method=dino")
+    assert result.returncode == 2 and "simclr" in result.stderr
