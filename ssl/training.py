@@ -23,11 +23,14 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def quiet_known_warnings() -> Iterator[None]:
-    """Silence two known, harmless warnings: lightly's DINO head uses the old weight_norm, and the
-    DINO teacher is in eval mode on purpose (Lightning warns about any module not in train mode)."""
+    """Silence known, harmless warnings: lightly's DINO head uses the old weight_norm; the DINO
+    teacher is in eval mode on purpose (Lightning warns about any module not in train mode);
+    Lightning's own LeafSpec deprecation; small datasets have fewer batches than the log interval."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated")
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
         yield
 
 
