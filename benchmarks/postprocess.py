@@ -68,16 +68,20 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
     paths = [by_name[n] for n in emb.names]
     synthetic = _synthetic(run, emb)
     syn_paths = [run / "synthetic" / "images" / Path(n).name for n in synthetic[0].names] if synthetic else []
-    blocks = {"": emb}
+    blocks = {"": (emb, synthetic[0] if synthetic else None)}
     if concat_with is not None:
         other = Embeddings.load(concat_with / "embeddings")
-        if other.names != emb.names:
-            raise SystemExit(f"{concat_with} embeds other images than {run}")
+        other_syn = _synthetic(concat_with, other)
+        if other.names != emb.names or (synthetic and (not other_syn or other_syn[0].names != synthetic[0].names)):
+            raise SystemExit(f"{concat_with} embeds other images (or other synthetic photos) than {run}")
         for w in (0.5, 1.0):
-            blocks[f"concat {concat_with.name} x{w} + "] = Embeddings(
-                emb.names, concat_blocks([emb.vectors, other.vectors], [1.0, w]), emb.norms)
+            joined = Embeddings(emb.names, concat_blocks([emb.vectors, other.vectors], [1.0, w]), emb.norms)
+            joined_syn = (Embeddings(synthetic[0].names, concat_blocks([synthetic[0].vectors, other_syn[0].vectors],
+                                                                       [1.0, w]), synthetic[0].norms)
+                          if synthetic else None)
+            blocks[f"concat {concat_with.name} x{w} + "] = (joined, joined_syn)
     rows, verifier = [], None
-    for prefix, start in blocks.items():
+    for prefix, (start, start_syn) in blocks.items():
         for label, overrides in configs.items():
             post = PostProcessor(load_recipe(run / "recipe.yaml", overrides), None)
             post.verifier = verifier
@@ -88,8 +92,8 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
             overall = labeled_metrics(pool, out)[1]
             row = {"run": run.name, "post": prefix + label, **{k: overall[k] for k in ("hit@1", "hit@3", "hit@10")},
                    "map": overall["map"], "seconds": round(seconds, 2), "verified_pairs": post.verified_pairs}
-            if synthetic:
-                joint = post.apply(Embeddings.concat([start, synthetic[0]]), [*paths, *syn_paths], save=False)
+            if start_syn is not None:
+                joint = post.apply(Embeddings.concat([start, start_syn]), [*paths, *syn_paths], save=False)
                 rows_syn = list(range(len(start), len(joint)))
                 row["synthetic_hit@3"] = summarize(target_ranks(joint.vectors, rows_syn,
                                                                 [[t] for t in synthetic[1]]))["hit@3"]
