@@ -111,7 +111,7 @@ def accounting(table: pd.DataFrame, truth: set[tuple[int, int]]) -> dict:
     found = int((is_true & kept).sum())
     return {"true_pairs": len(truth), "candidates": len(table), "candidates_true": int(is_true.sum()),
             "kept": int(kept.sum()), "kept_true": found, "kept_wrong": int((kept & ~is_true).sum()),
-            "precision": found / max(1, int(kept.sum())), "recall": found / len(truth)}
+            "precision": found / int(kept.sum()) if kept.any() else None, "recall": found / len(truth)}
 
 
 def write_pairs(table: pd.DataFrame, truth: set[tuple[int, int]], path: Path) -> Path:

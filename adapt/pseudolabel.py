@@ -85,11 +85,18 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
     write_pairs(table, truth, round_run.path / "pairs.csv")
     mined = accounting(table, truth)
     kept = table[table["kept"]]
-    if len(kept) < int(recipe.train.batch_size):
-        raise MissingInputError(f"round {n} kept {len(kept)} pairs, fewer than train.batch_size="
-                                f"{recipe.train.batch_size} (see {round_run.path / 'pairs.csv'}). Fix: loosen "
-                                "mining.min_similarity / mining.min_margin, or lower train.batch_size")
     before = labeled_metrics(pool, emb)[1] if pool.labeled else None
+    record = {"round": n, "start": weights, "mining": mined, "pool_before": before}
+    if len(kept) < 2:
+        log.warning("round %d kept %d pairs (see %s): nothing to refine on, so the model stays as it is. Fix: "
+                    "loosen mining.min_similarity / mining.min_inliers, or start from a better model", n,
+                    len(kept), round_run.path / "pairs.csv")
+        return {**record, "encoder": weights, "refined": False, "time_s": round(time.perf_counter() - started, 1)}
+    if len(kept) < int(sub.train.batch_size):
+        log.warning("round %d kept %d pairs, fewer than train.batch_size=%d: training on batches of %d", n,
+                    len(kept), sub.train.batch_size, len(kept))
+        sub.train.batch_size = len(kept)
+        RunDir.create(sub)  # the snapshot says what was trained
     module = SimCLRModule(configure_tuning(encoder.train(), sub.tune), sub)
     dataset = PairViewDataset([(paths[a], paths[b]) for a, b in zip(kept["a"], kept["b"], strict=True)],
                               make_reader(sub.data, int(sub.views.max_side)),
@@ -97,9 +104,8 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
     monitor = EvalMonitor(sub, round_run, pool)
     _, images = fit(sub, round_run, module, dataset, [monitor])
     summary = monitor.finish(module, started, images, resumed=False)
-    record = {"round": n, "start": weights, "encoder": summary["encoder"], "mining": mined,
-              "pool_before": before, "monitor_before": summary["first"], "monitor_after": summary["last"],
-              "time_s": round(time.perf_counter() - started, 1)}
+    record.update({"encoder": summary["encoder"], "refined": True, "monitor_before": summary["first"],
+                   "monitor_after": summary["last"], "time_s": round(time.perf_counter() - started, 1)})
     log.info("round %d: %d pairs kept of %d candidates%s", n, len(kept), len(table),
              f", precision {mined['precision']:.3f}, recall {mined['recall']:.3f}" if truth else "")
     return record
@@ -120,6 +126,8 @@ def pseudolabel(recipe: DictConfig) -> dict:
             run.append_metrics_line(record)
             rounds.append(record)
             weights = record["encoder"]
+            if not record["refined"]:
+                break
         _, emb = _full_pool(recipe, pool, weights, "final model: embed pool")
         after = labeled_metrics(pool, emb)[1] if pool.labeled else None
         summary = {"rounds": rounds, "encoder": weights, "pool_after": after, "recipe": to_dict(recipe),
@@ -132,8 +140,8 @@ def _format(summary: dict) -> str:
     lines = [f"{'round':<6}{'kept':>6}{'wrong':>7}{'precision':>11}{'recall':>8}   Hit@1/3/10 of the pool before"]
     for r in summary["rounds"]:
         m, b = r["mining"], r["pool_before"]
-        scores = (f"{m['precision']:>11.3f}{m['recall']:>8.3f}" if m["precision"] is not None
-                  else f"{'-':>11}{'-':>8}")
+        scores = "".join(f"{'-' if m.get(k) is None else format(m[k], '.3f'):>{w}}"
+                         for k, w in (("precision", 11), ("recall", 8)))
         hits = f"{b['hit@1']:.3f}/{b['hit@3']:.3f}/{b['hit@10']:.3f}" if b else "-"
         lines.append(f"{r['round']:<6}{m.get('kept', '-'):>6}{m.get('kept_wrong', '-'):>7}{scores}   {hits}")
     a = summary["pool_after"]

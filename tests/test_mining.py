@@ -69,6 +69,17 @@ def test_a_round_runs_end_to_end_and_accounts_for_its_pairs(tmp_path, sample_roo
     assert (tmp_path / "pl" / "round1" / "encoder.pt").is_file() and metrics["pool_after"]["n_queries"] == 10
 
 
+def test_a_round_without_trustworthy_pairs_stops_and_says_so(tmp_path, sample_root):
+    tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "embed.num_workers=0",
+            "embed.progress=false", "mining.min_similarity=1.1", "mining.verify=false"]
+    result = run_cli("adapt.pseudolabel", *tiny, f"data.labeled=[{sample_root}]", f"run_dir={tmp_path / 'pl'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nothing to refine" in result.stderr
+    metrics = json.loads((tmp_path / "pl" / "metrics.json").read_text())
+    assert len(metrics["rounds"]) == 1 and metrics["rounds"][0]["refined"] is False
+    assert metrics["rounds"][0]["mining"]["kept"] == 0 and metrics["encoder"] == "none"
+
+
 def test_refinement_is_contrastive_only(tmp_path):
     result = run_cli("adapt.pseudolabel", "method=dino")
     assert result.returncode == 2 and "simclr" in result.stderr
