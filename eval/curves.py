@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from core.atomic import atomic_path  # noqa: E402
 
@@ -35,6 +36,8 @@ def plot_training_curves(records: list[dict], out: str | Path, title: str = "") 
     lines = ax_hit.get_legend_handles_labels()
     more = rank.get_legend_handles_labels()
     ax_hit.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
+    for ax in (ax_loss, ax_hit):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
