@@ -13,18 +13,18 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from adapt.mining import MiningConfig, accounting, mine_pairs, true_pairs, write_pairs
+from adapt.config import PseudolabelRecipe
+from adapt.mining import accounting, mine_pairs, true_pairs, write_pairs
 from adapt.refine import PairViewDataset
 from adapt.verify import Verifier
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images, recipe_reader
-from core.errors import CuratorError, MissingInputError, RecipeError
+from core.errors import CuratorError, MissingInputError
 from core.images import make_reader
 from core.pool import Pool, recipe_pool
 from core.recipe import parse_cli, to_dict
@@ -32,27 +32,13 @@ from core.runs import RunDir
 from core.tuning import configure_tuning
 from eval.evaluate import labeled_metrics
 from eval.monitor import EvalMonitor
-from ssl.config import PretrainRecipe, view_maker
+from ssl.config import view_maker
 from ssl.methods import SimCLRModule
 from ssl.training import fit, quiet_known_warnings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "pseudolabel.yaml"
-
-
-@dataclass
-class PseudolabelRecipe(PretrainRecipe):
-    rounds: int = 2
-    mining: MiningConfig = field(default_factory=MiningConfig)
-
-    @staticmethod
-    def validate(cfg: DictConfig) -> None:
-        PretrainRecipe.validate(cfg)
-        if cfg.method != "simclr":
-            raise RecipeError(f"method={cfg.method!r}: stage 2 refines with the contrastive (simclr) loss on pairs")
-        if cfg.rounds < 1:
-            raise RecipeError("rounds must be at least 1")
 
 
 def _start_weights(weights: str) -> str:

@@ -2,6 +2,7 @@ import pytest
 from conftest import ROOT
 from omegaconf import OmegaConf
 
+from adapt.config import PseudolabelRecipe
 from core.errors import RecipeError
 from core.recipe import Recipe, load_recipe, parse_cli
 from ssl.config import PretrainRecipe
@@ -56,8 +57,10 @@ def test_model_file_instead_of_recipe():
 
 def test_every_shipped_recipe_loads_with_its_schema():
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
-    assert {p.name for p in recipes} >= {"dino.yaml", "simclr.yaml", "zeroshot.yaml", "submission.yaml", "tiny.yaml"}
+    shipped = {"dino.yaml", "simclr.yaml", "pseudolabel.yaml", "zeroshot.yaml", "submission.yaml", "tiny.yaml"}
+    assert {p.name for p in recipes} >= shipped
     for path in recipes:
-        schema = PretrainRecipe if "method" in OmegaConf.load(path) else Recipe
+        raw = OmegaConf.load(path)
+        schema = PseudolabelRecipe if "rounds" in raw else PretrainRecipe if "method" in raw else Recipe
         cfg = load_recipe(path, schema=schema)
         assert cfg.name == path.stem
