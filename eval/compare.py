@@ -23,9 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from adapt.config import PseudolabelRecipe  # noqa: E402
 from core.atomic import atomic_path, atomic_write_text  # noqa: E402
 from core.errors import CuratorError, MissingInputError  # noqa: E402
+from core.recipe import Recipe, load_recipe, to_dict  # noqa: E402
 from core.runs import RunDir  # noqa: E402
+from ssl.config import PretrainRecipe  # noqa: E402
 
 # Recipe keys that differ between any two runs by nature, not by choice.
 IGNORED_KEYS = ("run_dir", "name", "submission", "embed.progress")
@@ -68,8 +71,16 @@ def load_run(path: Path) -> dict:
 
 
 def _recipe(path: Path) -> dict:
+    """The run's recipe snapshot, completed with today's defaults for keys older snapshots lack."""
     snapshot = path / "recipe.yaml"
-    return _flatten(OmegaConf.to_container(OmegaConf.load(snapshot))) if snapshot.is_file() else {}
+    if not snapshot.is_file():
+        return {}
+    raw = OmegaConf.load(snapshot)
+    schema = PseudolabelRecipe if "rounds" in raw else PretrainRecipe if "method" in raw else Recipe
+    try:
+        return _flatten(to_dict(load_recipe(snapshot, schema=schema)))
+    except CuratorError:  # a snapshot from an incompatible version: compare what it says
+        return _flatten(OmegaConf.to_container(raw))
 
 
 def compare_runs(paths: list[Path], sort: str = "hit@3") -> pd.DataFrame:
