@@ -50,9 +50,12 @@ def load_run(path: Path) -> dict:
         raise MissingInputError(f"{path} has no metrics.json: not a finished run of python -m eval or "
                                 "ssl.pretrain. Fix: pass run directories, or finish the run (--resume)")
     metrics = json.loads(metrics_file.read_text())
+    if "rounds" in metrics:  # stage 2: the whole pool after the last round
+        metrics = {**(metrics.get("pool_after") or {}), "sets": {}, "time_s": metrics.get("time_s", {}),
+                   "kind": "pseudolabel", "pool_size": None}
     trained = "last" in metrics
     figures = metrics["last"] if trained else metrics
-    row: dict = {"run": path.name, "kind": "train" if trained else "eval",
+    row: dict = {"run": path.name, "kind": metrics.get("kind") or ("train" if trained else "eval"),
                  "pool": (figures or {}).get("monitor_pool") if trained else metrics.get("pool_size")}
     overall = (figures or {}).get("overall") if trained else metrics
     for k in KS:
