@@ -101,15 +101,9 @@ class FusionConfig:
 
 
 @dataclass
-class ConcatBlock:
+class ConcatBlock(ModelConfig):
     """Another model (or pooling) whose embedding is appended, normalised, scaled by weight."""
 
-    arch: str = "vit_small_patch14_dinov2"
-    weights: str = "none"
-    pooling: str = "cls"
-    gem_p: float = 3.0
-    img_size: int | None = None
-    resize: str = "squash"
     weight: float = 1.0
 
 

@@ -16,19 +16,16 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from adapt.config import PseudolabelRecipe  # noqa: E402
-from core.atomic import atomic_path, atomic_write_text  # noqa: E402
-from core.errors import CuratorError, MissingInputError  # noqa: E402
-from core.recipe import Recipe, load_recipe, to_dict  # noqa: E402
-from core.runs import RunDir  # noqa: E402
-from ssl.config import PretrainRecipe  # noqa: E402
+from adapt.config import PseudolabelRecipe
+from core.atomic import atomic_write_text
+from core.errors import CuratorError, MissingInputError
+from core.figures import plt, save_png
+from core.recipe import Recipe, load_recipe, to_dict
+from core.runs import RunDir
+from ssl.config import PretrainRecipe
 
 # Recipe keys that differ between any two runs by nature, not by choice.
 IGNORED_KEYS = ("run_dir", "name", "submission", "embed.progress")
@@ -114,10 +111,7 @@ def plot_hit3(table: pd.DataFrame, out: Path) -> Path:
     ax.set_ylabel("Hit@3")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
     return out
 
 
@@ -139,10 +133,7 @@ def plot_curves(paths: list[Path], out: Path) -> Path | None:
     for ax in (ax_loss, ax_hit):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
     return out
 
 

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from core.atomic import atomic_path  # noqa: E402
+from core.figures import plt, save_png
 
 
 def plot_training_curves(records: list[dict], out: str | Path, title: str = "") -> Path:
@@ -40,8 +36,5 @@ def plot_training_curves(records: list[dict], out: str | Path, title: str = "") 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
     return Path(out)

@@ -17,21 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from core.atomic import atomic_path, atomic_write_text  # noqa: E402
-from core.embed import Embeddings  # noqa: E402
-from core.errors import CuratorError, ImageDecodeError, MissingInputError  # noqa: E402
-from core.images import ImageReader, shrink_to  # noqa: E402
-from core.pool import Pool, recipe_pool  # noqa: E402
-from core.recipe import load_recipe  # noqa: E402
-from core.search import topk  # noqa: E402
-from eval.metrics import target_ranks  # noqa: E402
-from eval.stats import hubness  # noqa: E402
+from core.atomic import atomic_write_text
+from core.embed import Embeddings
+from core.errors import CuratorError, ImageDecodeError, MissingInputError
+from core.figures import plt, save_png
+from core.images import ImageReader, shrink_to
+from core.pool import Pool, recipe_pool
+from core.recipe import load_recipe
+from core.search import topk
+from eval.metrics import target_ranks
+from eval.stats import hubness
 
 THUMB = 160
 
@@ -177,10 +174,7 @@ def _grid(rows: list[list[tuple[int, str, str]]], thumbs: Thumbnails, out: Path,
             for spine in ax.spines.values():
                 spine.set(visible=True, color=colours[css], linewidth=3)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, out, dpi=100)
     return out
 
 

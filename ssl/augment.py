@@ -193,12 +193,7 @@ def pair_views(size: int, scale: Sequence[float], mean: Sequence[float], std: Se
 def write_view_grid(paths: Sequence[Path], maker: ViewMaker, out: Path, seed: int = 0,
                     reader: ImageReader | None = None) -> Path:
     """Draw each image beside its views (one row per image) into the PNG ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from core.atomic import atomic_path
+    from core.figures import plt, save_png
 
     reader = reader or ImageReader(min_side=maker.max_side)
     columns = 1 + len(maker.sizes)
@@ -213,10 +208,7 @@ def write_view_grid(paths: Sequence[Path], maker: ViewMaker, out: Path, seed: in
             if row == 0:
                 ax.set_title("source" if col == 0 else f"view {col - 1} ({maker.sizes[col - 1]} px)", fontsize=7)
         axes[row][0].set_ylabel(path.name[:18], fontsize=6)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
     return out
 
 
