@@ -114,8 +114,11 @@ def pseudolabel(recipe: DictConfig) -> dict:
             weights = record["encoder"]
             if not record["refined"]:
                 break
-        _, emb = _full_pool(recipe, pool, weights, "final model: embed pool")
-        after = labeled_metrics(pool, emb)[1] if pool.labeled else None
+        if rounds[-1]["refined"]:
+            _, emb = _full_pool(recipe, pool, weights, "final model: embed pool")
+            after = labeled_metrics(pool, emb)[1] if pool.labeled else None
+        else:  # the model did not change since the round embedded the pool
+            after = rounds[-1]["pool_before"]
         summary = {"rounds": rounds, "encoder": weights, "pool_after": after, "recipe": to_dict(recipe),
                    "time_s": {"total": round(time.perf_counter() - started, 1)}, "run_dir": str(run.path)}
         run.write_metrics(summary)
