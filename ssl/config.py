@@ -13,6 +13,7 @@ from ssl.augment import ViewMaker, dino_views, pair_views
 
 METHODS = ("dino", "simclr")
 EXPORTS = ("teacher", "student")
+PROTOTYPES = ("random", "data")
 
 
 @dataclass
@@ -44,6 +45,13 @@ class DinoConfig:
     momentum_end: float = 1.0
     # Epochs during which the head's last layer stays fixed (DINO's stabiliser).
     freeze_last_layer_epochs: int = 1
+    # How the head's K prototypes start. "random": DINO's init; from a pretrained backbone its
+    # targets are near uniform (entropy ~ln K) and a few hundred steps barely sharpen them.
+    # "data": the first prototypes point at the bottleneck outputs of random pool images, so
+    # from the first step each image's target peaks on its own and its neighbours' prototypes.
+    prototypes: str = "random"
+    # Images embedded for "data" prototypes (at most dino.out_dim; the rest stay random).
+    prototype_images: int = 1024
 
 
 @dataclass
@@ -109,7 +117,7 @@ class PretrainRecipe(Recipe):
 
     @staticmethod
     def validate(cfg: DictConfig) -> None:
-        check_choices(cfg, (("method", METHODS), ("train.export", EXPORTS)))
+        check_choices(cfg, (("method", METHODS), ("train.export", EXPORTS), ("dino.prototypes", PROTOTYPES)))
         for key in ("global_scale", "local_scale"):
             lo, hi = list(cfg.views[key])
             if not 0 < lo <= hi <= 1:

@@ -115,6 +115,20 @@ class DINOModule(SSLModule):
                                   teacher_temp=d.teacher_temp, warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs,
                                   student_temp=d.student_temp, center_momentum=d.center_momentum)
 
+    @torch.no_grad()
+    def init_prototypes(self, features: torch.Tensor) -> int:
+        """Point the first prototypes of student and teacher heads at these encoder features.
+
+        Prototype k becomes the direction of image k's bottleneck output (keeping the row's norm,
+        which sets its Adam step size); returns how many prototypes were set.
+        """
+        k = min(len(features), int(self.dino_cfg.out_dim))
+        z = nn.functional.normalize(self.head.layers(features[:k].float()), dim=1)
+        rows = self.head.last_layer.weight_v
+        rows[:k] = z * rows[:k].norm(dim=1, keepdim=True)
+        self.teacher_head.load_state_dict(self.head.state_dict())
+        return k
+
     def momentum(self) -> float:
         total = max(1, int(self.trainer.estimated_stepping_batches))
         return cosine_schedule(self.global_step, total, float(self.dino_cfg.momentum_start),

@@ -17,22 +17,39 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from core.backbone import EncoderSpec, build_encoder
+from core.backbone import Encoder, EncoderSpec, build_encoder
+from core.embed import embed_variants, variant_name
 from core.errors import CuratorError, MissingInputError
 from core.images import make_reader
-from core.pool import recipe_pool
+from core.pool import Pool, recipe_pool
 from core.recipe import cli_parser, load_recipe, recipe_from_args
 from core.runs import RunDir
 from core.tuning import configure_tuning
 from eval.monitor import EvalMonitor
 from ssl.config import PretrainRecipe, view_maker
 from ssl.dataset import ViewDataset
-from ssl.methods import METHODS
+from ssl.methods import METHODS, DINOModule
 from ssl.training import fit, quiet_known_warnings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "dino.yaml"
+
+
+def init_prototypes(recipe, module: DINOModule, encoder: Encoder, pool: Pool) -> None:
+    """``dino.prototypes=data``: aim the head's first prototypes at random pool images."""
+    count = min(len(pool), int(recipe.dino.prototype_images), int(recipe.dino.out_dim))
+    rows = torch.randperm(len(pool), generator=torch.Generator().manual_seed(int(recipe.seed)))[:count].tolist()
+    cfg = recipe.embed
+    emb = embed_variants(encoder, [pool.paths[i] for i in rows], [pool.names[i] for i in rows],
+                         batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), precision=cfg.precision,
+                         device=cfg.device, reader=make_reader(recipe.data, encoder.img_size),
+                         skip_corrupt=bool(recipe.data.skip_corrupt), progress=bool(cfg.progress),
+                         desc="prototype images")[variant_name(encoder.spec.pooling, False)]
+    # The head sees the encoder's raw pooled output: undo the embedding's normalisation.
+    features = torch.from_numpy(emb.vectors * emb.norms[:, None])
+    log.info("dino.prototypes=data: %d of %d prototypes from pool images", module.init_prototypes(features),
+             int(recipe.dino.out_dim))
 
 
 def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = ()) -> dict:
@@ -47,6 +64,8 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
         pool = recipe_pool(recipe)
         encoder = configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune)
         module = METHODS[recipe.method](encoder, recipe)
+        if recipe.method == "dino" and recipe.dino.prototypes == "data" and not resume:
+            init_prototypes(recipe, module, encoder, pool)
         views = view_maker(recipe, encoder.spec.mean, encoder.spec.std)
         dataset = ViewDataset(pool.paths, make_reader(recipe.data, int(recipe.views.max_side)), views,
                               int(recipe.seed), bool(recipe.data.skip_corrupt))

@@ -59,9 +59,12 @@ def test_steps_lower_the_loss_of_a_batch(method, tmp_path, sample_root):
 def test_a_run_writes_its_history_and_changes_only_the_top_blocks(method, tmp_path, sample_root):
     start = build_encoder(EncoderSpec(arch="test_vit", img_size=32))
     start.save(tmp_path / "start.pt")
+    # DINO also starts from data prototypes here, so that path runs end to end.
     recipe = _recipe(method, tmp_path, sample_root, "train.epochs=3", "train.head_warmup_epochs=1",
-                     "tune.last_blocks=1", f"model.weights={tmp_path / 'start.pt'}")
+                     "tune.last_blocks=1", f"model.weights={tmp_path / 'start.pt'}", "dino.prototypes=data")
     summary = pretrain(recipe)
+    if method == "dino":
+        assert "prototypes from pool images" in (tmp_path / method / "log.txt").read_text()
     history = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1, 2, 3]
     assert history[0]["loss"] is None and all(r["loss"] > 0 for r in history[1:])
@@ -77,6 +80,29 @@ def test_a_run_writes_its_history_and_changes_only_the_top_blocks(method, tmp_pa
     top = [k for k in initial if k.startswith("model.norm.")]
     assert frozen and all(torch.equal(trained[k], initial[k]) for k in frozen)
     assert top and any(not torch.equal(trained[k], initial[k]) for k in top)
+
+
+def test_data_prototypes_make_each_image_its_own_peaked_target(tmp_path, sample_root):
+    recipe = _recipe("dino", tmp_path, sample_root, "dino.out_dim=64", "dino.prototypes=data")
+    module = METHODS["dino"](build_encoder(EncoderSpec.from_config(recipe.model)), recipe)
+    features = torch.randn(20, module.encoder.dim) * 5
+    norms = module.head.last_layer.weight_v.norm(dim=1)
+    untouched = module.head.last_layer.weight_v[20:].clone()
+
+    def entropy() -> float:
+        with torch.no_grad():
+            p = torch.softmax(module.teacher_head(features) / recipe.dino.teacher_temp, dim=1)
+        return float(-(p * p.log()).sum(1).mean())
+
+    before = entropy()
+    assert module.init_prototypes(features) == 20
+    with torch.no_grad():
+        assert torch.equal(module.teacher_head(features).argmax(1), torch.arange(20))
+    assert entropy() < before - 1.0
+    assert torch.allclose(module.head.last_layer.weight_v.norm(dim=1), norms)
+    assert torch.equal(module.head.last_layer.weight_v[20:], untouched)
+    teacher = module.teacher_head.state_dict()
+    assert all(torch.equal(v, teacher[k]) for k, v in module.head.state_dict().items())
 
 
 def test_encoder_round_trips_through_eval(tmp_path, sample_root):
