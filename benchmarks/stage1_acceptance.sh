@@ -4,9 +4,20 @@ cd "$(dirname "$0")/.." && source .venv/bin/activate
 export CURATOR_SHARED=../shared
 DATA="data.labeled=[../shared/data/mcv-museum] data.distractors=[../shared/data/distractors]"
 COMMON="train.epochs=4 train.images_per_epoch=640 monitor.pool_size=700 embed.progress=false"
-for m in dino simclr; do
-  /usr/bin/time -v python -m ssl.pretrain recipes/$m.yaml $DATA $COMMON run_dir=runs/stage1/$m > runs/stage1/$m.out 2>&1
+declare -A EXTRA=(
+  [dino]=""
+  [simclr]=""
+  # What else was tried to make DINO move at this budget.
+  [dino-strong]="train.lr=1e-4 train.head_lr=2e-3 dino.out_dim=2048 dino.momentum_start=0.99 dino.freeze_last_layer_epochs=0"
+  [dino-proto]="dino.prototypes=data"
+)
+for run in dino simclr dino-strong dino-proto; do
+  recipe=recipes/${run%%-*}.yaml
+  # shellcheck disable=SC2086
+  /usr/bin/time -v python -m ssl.pretrain $recipe $DATA $COMMON ${EXTRA[$run]} run_dir=runs/stage1/$run > runs/stage1/$run.out 2>&1
+  # shellcheck disable=SC2086
+  python -m eval recipes/zeroshot.yaml model.weights=runs/stage1/$run/encoder.pt $DATA embed.progress=false run_dir=runs/stage1/eval-$run > runs/stage1/eval-$run.out 2>&1
 done
-for m in dino simclr; do
-  python -m eval recipes/zeroshot.yaml model.weights=runs/stage1/$m/encoder.pt $DATA embed.progress=false run_dir=runs/stage1/eval-$m > runs/stage1/eval-$m.out 2>&1
-done
+# How informative the DINO teachers' targets are, fresh and after each run.
+# shellcheck disable=SC2086
+python benchmarks/dino_targets.py runs/stage1/dino runs/stage1/dino-strong runs/stage1/dino-proto $DATA embed.progress=false > runs/stage1/dino-targets.out 2>&1
