@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -59,9 +60,15 @@ def _chromium() -> str:
     if found:
         return found
     if shutil.which("apt-get"):
-        # Debian's chromium, installed on first use (needs root and the package mirror).
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
-        found = shutil.which("chromium")
+        # Debian's chromium, installed on first use (needs root and the package mirror); a fresh
+        # machine may have no package lists yet, hence the update before a second try.
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+        for step in (install, ["apt-get", "update", "-q"], install):
+            subprocess.run(step, capture_output=True, timeout=900, env=env)
+            found = shutil.which("chromium")
+            if found:
+                break
     if not found:
         pytest.skip("headless Chromium is not installed and `apt-get install chromium` failed here "
                     "(no root or no package mirror): the report page could not be rendered")
