@@ -102,16 +102,35 @@ def true_pairs(pool, names: Sequence[str]) -> set[tuple[int, int]]:
     return out
 
 
-def accounting(table: pd.DataFrame, truth: set[tuple[int, int]]) -> dict:
-    """Precision and recall of the kept pairs against labeled ground truth (None without labels)."""
+def labeled_rows(pool, names: Sequence[str]) -> set[int]:
+    """Rows of ``names`` that belong to one of ``pool``'s labeled sets (queries and references)."""
+    sources = {labeled.name for labeled in pool.labeled}
+    source = dict(zip(pool.names, pool.sources, strict=True))
+    return {i for i, name in enumerate(names) if source.get(name) in sources}
+
+
+def accounting(table: pd.DataFrame, truth: set[tuple[int, int]], labeled: set[int] | None = None) -> dict:
+    """Precision and recall of the kept pairs against labeled ground truth (None without labels).
+
+    ``precision`` counts every kept pair that is not a labeled pair as wrong, although the labels
+    cannot judge a pair of two unlabeled images (two copies of one painting among the distractors
+    are a right pair). Given ``labeled`` (the rows of labeled images), ``kept_unjudged`` counts those
+    pairs and ``labeled_precision`` is the precision over the pairs the labels can judge.
+    """
     if not truth:
         return {"true_pairs": 0, "precision": None, "recall": None}
-    is_true = np.array([(int(a), int(b)) in truth for a, b in zip(table["a"], table["b"], strict=True)], bool)
+    a, b = table["a"].to_numpy(int), table["b"].to_numpy(int)
+    is_true = np.array([(int(i), int(j)) in truth for i, j in zip(a, b, strict=True)], bool)
     kept = table["kept"].to_numpy(bool)
     found = int((is_true & kept).sum())
-    return {"true_pairs": len(truth), "candidates": len(table), "candidates_true": int(is_true.sum()),
-            "kept": int(kept.sum()), "kept_true": found, "kept_wrong": int((kept & ~is_true).sum()),
-            "precision": found / int(kept.sum()) if kept.any() else None, "recall": found / len(truth)}
+    out = {"true_pairs": len(truth), "candidates": len(table), "candidates_true": int(is_true.sum()),
+           "kept": int(kept.sum()), "kept_true": found, "kept_wrong": int((kept & ~is_true).sum()),
+           "precision": found / int(kept.sum()) if kept.any() else None, "recall": found / len(truth)}
+    if labeled is not None:
+        judged = kept & np.array([int(i) in labeled or int(j) in labeled for i, j in zip(a, b, strict=True)], bool)
+        out["kept_unjudged"] = int((kept & ~judged).sum())
+        out["labeled_precision"] = found / int(judged.sum()) if judged.any() else None
+    return out
 
 
 def write_pairs(table: pd.DataFrame, truth: set[tuple[int, int]], path: Path) -> Path:

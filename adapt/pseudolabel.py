@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from adapt.config import PseudolabelRecipe
-from adapt.mining import accounting, mine_pairs, true_pairs, write_pairs
+from adapt.mining import accounting, labeled_rows, mine_pairs, true_pairs, write_pairs
 from adapt.refine import PairViewDataset
 from adapt.verify import Verifier
 from core.backbone import EncoderSpec, build_encoder
@@ -69,7 +69,7 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
     table = mine_pairs(emb.vectors, emb.names, paths, recipe.mining, verifier, bool(recipe.embed.progress))
     truth = true_pairs(pool, emb.names)
     write_pairs(table, truth, round_run.path / "pairs.csv")
-    mined = accounting(table, truth)
+    mined = accounting(table, truth, labeled_rows(pool, emb.names))
     kept = table[table["kept"]]
     before = labeled_metrics(pool, emb)[1] if pool.labeled else None
     record = {"round": n, "start": weights, "mining": mined, "pool_before": before}
@@ -93,7 +93,8 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
     record.update({"encoder": summary["encoder"], "refined": True, "monitor_before": summary["first"],
                    "monitor_after": summary["last"], "time_s": round(time.perf_counter() - started, 1)})
     log.info("round %d: %d pairs kept of %d candidates%s", n, len(kept), len(table),
-             f", precision {mined['precision']:.3f}, recall {mined['recall']:.3f}" if truth else "")
+             f", precision {mined['precision']:.3f} (over the pairs the labels can judge: "
+             f"{_number(mined['labeled_precision'])}), recall {mined['recall']:.3f}" if truth else "")
     return record
 
 
@@ -125,14 +126,23 @@ def pseudolabel(recipe: DictConfig) -> dict:
         return summary
 
 
+def _number(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _format(summary: dict) -> str:
-    lines = [f"{'round':<6}{'kept':>6}{'wrong':>7}{'precision':>11}{'recall':>8}   Hit@1/3/10 of the pool before"]
+    # "unjudged": kept pairs of two unlabeled images, counted as wrong by "precision" and left out
+    # of "labeled precision".
+    columns = (("kept", 6), ("kept_wrong", 7), ("kept_unjudged", 10), ("precision", 11),
+               ("labeled_precision", 10), ("recall", 8))
+    header = "".join(f"{label:>{w}}" for label, w in zip(("kept", "wrong", "unjudged", "precision", "labeled",
+                                                            "recall"), (w for _, w in columns), strict=True))
+    lines = [f"{'round':<6}{header}   Hit@1/3/10 of the pool before"]
     for r in summary["rounds"]:
         m, b = r["mining"], r["pool_before"]
-        scores = "".join(f"{'-' if m.get(k) is None else format(m[k], '.3f'):>{w}}"
-                         for k, w in (("precision", 11), ("recall", 8)))
+        cells = "".join(f"{_number(m.get(k)):>{w}}" for k, w in columns)
         hits = f"{b['hit@1']:.3f}/{b['hit@3']:.3f}/{b['hit@10']:.3f}" if b else "-"
-        lines.append(f"{r['round']:<6}{m.get('kept', '-'):>6}{m.get('kept_wrong', '-'):>7}{scores}   {hits}")
+        lines.append(f"{r['round']:<6}{cells}   {hits}")
     a = summary["pool_after"]
     if a:
         lines.append(f"after the last round: Hit@1/3/10 {a['hit@1']:.3f}/{a['hit@3']:.3f}/{a['hit@10']:.3f}")

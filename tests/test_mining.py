@@ -66,6 +66,9 @@ def test_a_round_runs_end_to_end_and_accounts_for_its_pairs(tmp_path, sample_roo
     assert mining["kept"] == int(pairs["kept"].sum())
     assert mining["kept_true"] == int((pairs["kept"] & pairs["true_pair"]).sum())
     assert mining["precision"] == pytest.approx(mining["kept_true"] / mining["kept"])
+    # The pool is the labeled set alone: the labels judge every pair.
+    assert mining["kept_unjudged"] == 0 and mining["labeled_precision"] == mining["precision"]
+    assert "labeled" in result.stdout and "unjudged" in result.stdout
     assert (tmp_path / "pl" / "round1" / "encoder.pt").is_file() and metrics["pool_after"]["n_queries"] == 10
 
 
@@ -83,3 +86,13 @@ def test_a_round_without_trustworthy_pairs_stops_and_says_so(tmp_path, sample_ro
 def test_refinement_is_contrastive_only(tmp_path):
     result = run_cli("adapt.pseudolabel", "method=dino")
     assert result.returncode == 2 and "simclr" in result.stderr
+
+
+def test_accounting_separates_pairs_the_labels_cannot_judge():
+    # Rows 0-9 are labeled (query i pairs with reference i + 5); rows 20-21 are two unlabeled images.
+    table = pd.DataFrame({"a": [0, 1, 20, 2], "b": [5, 7, 21, 6], "kept": [True, True, True, False]})
+    acc = accounting(table, {(i, i + 5) for i in range(5)}, labeled=set(range(10)))
+    assert (acc["kept"], acc["kept_true"], acc["kept_wrong"], acc["kept_unjudged"]) == (3, 1, 2, 1)
+    assert acc["precision"] == pytest.approx(1 / 3) and acc["labeled_precision"] == 0.5
+    assert acc["recall"] == pytest.approx(1 / 5)
+    assert "kept_unjudged" not in accounting(table, {(0, 5)})
