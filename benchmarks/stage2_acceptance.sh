@@ -5,8 +5,8 @@ cd "$(dirname "$0")/.." && source .venv/bin/activate
 export CURATOR_SHARED=../shared
 DATA="data.labeled=[../shared/data/mcv-museum] data.distractors=[../shared/data/distractors]"
 COMMON="monitor.pool_size=700 embed.progress=false"
-/usr/bin/time -v python -m adapt.pseudolabel recipes/pseudolabel.yaml $DATA $COMMON model.weights=runs/stage1/simclr run_dir=runs/stage2/from-simclr-verified > runs/stage2-from-simclr-verified.out 2>&1
-/usr/bin/time -v python -m adapt.pseudolabel recipes/pseudolabel.yaml $DATA $COMMON run_dir=runs/stage2/from-zeroshot > runs/stage2-from-zeroshot.out 2>&1
+/usr/bin/time -v python -m adapt.pseudolabel recipes/pseudolabel.yaml $DATA $COMMON model.weights=runs/stage1/simclr mining.verify=true run_dir=runs/stage2/from-simclr-verified > runs/stage2-from-simclr-verified.out 2>&1
+/usr/bin/time -v python -m adapt.pseudolabel recipes/pseudolabel.yaml $DATA $COMMON mining.verify=true run_dir=runs/stage2/from-zeroshot > runs/stage2-from-zeroshot.out 2>&1
 # The same from SimCLR without geometric verification (the trade-off in recipes/pseudolabel.yaml).
 /usr/bin/time -v python -m adapt.pseudolabel recipes/pseudolabel.yaml $DATA $COMMON model.weights=runs/stage1/simclr mining.verify=false run_dir=runs/stage2/from-simclr > runs/stage2-from-simclr.out 2>&1
 python -m eval recipes/zeroshot.yaml model.weights=runs/stage2/from-simclr/round2/encoder.pt $DATA embed.progress=false run_dir=runs/stage2/eval-from-simclr > runs/stage2-eval-from-simclr.out 2>&1
