@@ -118,6 +118,8 @@ def plot_hit3(table: pd.DataFrame, out: Path) -> Path:
 def plot_curves(paths: list[Path], out: Path) -> Path | None:
     """Loss and synthetic Hit@3 per epoch, one line per training run; None if no run trained."""
     histories = {p.name: RunDir(p).read_metrics_lines() for p in paths if (p / "metrics.jsonl").is_file()}
+    # Per-epoch records only: a stage-2 run's metrics.jsonl holds one record per round instead.
+    histories = {k: [r for r in v if "epoch" in r] for k, v in histories.items()}
     histories = {k: v for k, v in histories.items() if v}
     if not histories:
         return None

@@ -3,13 +3,14 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 
 import pytest
 
 from core.embed import Embeddings
 from core.pool import recipe_pool
 from core.recipe import load_recipe
-from eval.compare import compare_runs
+from eval.compare import compare_runs, plot_curves
 from eval.evaluate import evaluate
 from eval.report import query_results, write_report
 from tests.conftest import ROOT, run_cli
@@ -88,3 +89,17 @@ def test_report_renders_in_headless_chromium_with_every_image(two_runs, tmp_path
                    timeout=120)
     assert shot.stat().st_size > 20_000
     assert (page.parent / "hubs.png").is_file()
+
+
+def test_curves_plot_training_epochs_and_skip_stage2_round_records(tmp_path):
+    trained, rounds = tmp_path / "trained", tmp_path / "rounds"
+    for folder, records in ((trained, [{"epoch": 0, "loss": None, "synthetic": {"hit@3": 0.3}},
+                                       {"epoch": 1, "loss": 1.2, "synthetic": {"hit@3": 0.4}}]),
+                            (rounds, [{"round": 1, "mining": {"kept": 3}}])):
+        folder.mkdir()
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert plot_curves([rounds], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. matplotlib's "no artists with labels" for an empty legend
+        out = plot_curves([trained, rounds], tmp_path / "curves.png")
+    assert out.stat().st_size > 5_000
