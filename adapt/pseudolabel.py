@@ -133,14 +133,13 @@ def _number(value: float | int | None) -> str:
 def _format(summary: dict) -> str:
     # "unjudged": kept pairs of two unlabeled images, counted as wrong by "precision" and left out
     # of "labeled precision".
-    columns = (("kept", 6), ("kept_wrong", 7), ("kept_unjudged", 10), ("precision", 11),
-               ("labeled_precision", 10), ("recall", 8))
-    header = "".join(f"{label:>{w}}" for label, w in zip(("kept", "wrong", "unjudged", "precision", "labeled",
-                                                            "recall"), (w for _, w in columns), strict=True))
+    columns = (("kept", "kept", 6), ("kept_wrong", "wrong", 7), ("kept_unjudged", "unjudged", 10),
+               ("precision", "precision", 11), ("labeled_precision", "labeled", 10), ("recall", "recall", 8))
+    header = "".join(f"{label:>{w}}" for _, label, w in columns)
     lines = [f"{'round':<6}{header}   Hit@1/3/10 of the pool before"]
     for r in summary["rounds"]:
         m, b = r["mining"], r["pool_before"]
-        cells = "".join(f"{_number(m.get(k)):>{w}}" for k, w in columns)
+        cells = "".join(f"{_number(m.get(k)):>{w}}" for k, _, w in columns)
         hits = f"{b['hit@1']:.3f}/{b['hit@3']:.3f}/{b['hit@10']:.3f}" if b else "-"
         lines.append(f"{r['round']:<6}{cells}   {hits}")
     a = summary["pool_after"]

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 from core.backbone import Encoder, EncoderSpec, build_encoder
-from core.embed import embed_variants, variant_name
+from core.embed import embed_images
 from core.errors import CuratorError, MissingInputError
 from core.images import make_reader
 from core.pool import Pool, recipe_pool
@@ -40,13 +40,10 @@ def init_prototypes(recipe, module: DINOModule, encoder: Encoder, pool: Pool) ->
     """``dino.prototypes=data``: aim the head's first prototypes at random pool images."""
     count = min(len(pool), int(recipe.dino.prototype_images), int(recipe.dino.out_dim))
     rows = torch.randperm(len(pool), generator=torch.Generator().manual_seed(int(recipe.seed)))[:count].tolist()
-    cfg = recipe.embed
-    emb = embed_variants(encoder, [pool.paths[i] for i in rows], [pool.names[i] for i in rows],
-                         batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), precision=cfg.precision,
-                         device=cfg.device, reader=make_reader(recipe.data, encoder.img_size),
-                         skip_corrupt=bool(recipe.data.skip_corrupt), progress=bool(cfg.progress),
-                         desc="prototype images")[variant_name(encoder.spec.pooling, False)]
-    # The head sees the encoder's raw pooled output: undo the embedding's normalisation.
+    emb = embed_images(encoder, [pool.paths[i] for i in rows], [pool.names[i] for i in rows], recipe.embed,
+                       reader=make_reader(recipe.data, encoder.img_size), skip_corrupt=bool(recipe.data.skip_corrupt),
+                       desc="prototype images")
+    # The head sees the encoder's raw pooled output: give the embedding its norm back.
     features = torch.from_numpy(emb.vectors * emb.norms[:, None])
     log.info("dino.prototypes=data: %d of %d prototypes from pool images", module.init_prototypes(features),
              int(recipe.dino.out_dim))
