@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
@@ -51,16 +52,24 @@ def make_trainer(recipe, run: RunDir, callbacks: list[pl.Callback]) -> pl.Traine
     )
 
 
-def make_loader(recipe, dataset: Dataset) -> DataLoader:
-    """Shuffled (per epoch, from the seed) batches of ``dataset``; ``train.images_per_epoch`` per epoch."""
+def make_loader(recipe, dataset: Dataset, epoch: int = 0) -> DataLoader:
+    """Shuffled (per epoch, from the seed) batches of ``dataset``, ``train.images_per_epoch`` per epoch,
+    from ``epoch`` on."""
     workers = int(recipe.train.num_workers)
-    loader = DataLoader(dataset, batch_size=int(recipe.train.batch_size), drop_last=True,
-                        sampler=EpochSampler(len(dataset), int(recipe.seed), recipe.train.images_per_epoch),
+    sampler = EpochSampler(len(dataset), int(recipe.seed), recipe.train.images_per_epoch)
+    sampler.set_epoch(epoch)
+    loader = DataLoader(dataset, batch_size=int(recipe.train.batch_size), drop_last=True, sampler=sampler,
                         num_workers=workers, persistent_workers=workers > 0)
     if len(loader) == 0:
         raise MissingInputError(f"{len(dataset)} training items make no full batch of train.batch_size="
                                 f"{recipe.train.batch_size}. Fix: lower train.batch_size or add images")
     return loader
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a Lightning checkpoint resumes at (the count of epochs it has processed)."""
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
 
 
 def fit(recipe, run: RunDir, module: SSLModule, dataset: Dataset, callbacks: list[pl.Callback],
@@ -69,7 +78,10 @@ def fit(recipe, run: RunDir, module: SSLModule, dataset: Dataset, callbacks: lis
     last_ckpt: Path = run.path / "checkpoints" / "last.ckpt"
     if resume and not last_ckpt.is_file():
         raise MissingInputError(f"{last_ckpt} does not exist: nothing to resume. Fix: start the run without --resume")
-    loader = make_loader(recipe, dataset)
+    # The sampler must know the resumed epoch before the trainer restores the checkpoint: Lightning
+    # makes the loader's first iterator (to count the steps for the schedules) before it restores and
+    # names the epoch, and worker processes prefetch at once, so they would replay epoch 0.
+    loader = make_loader(recipe, dataset, checkpoint_epoch(last_ckpt) if resume else 0)
     trainer = make_trainer(recipe, run, callbacks)
     log.info("%s on %d items, %d steps per epoch, %d epochs%s", recipe.method, len(dataset), len(loader),
              recipe.train.epochs, f", resuming from {last_ckpt}" if resume else "")
