@@ -24,7 +24,7 @@ from adapt.refine import PairViewDataset
 from adapt.verify import Verifier
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images, recipe_reader
-from core.errors import CuratorError, MissingInputError
+from core.errors import MissingInputError, command_line
 from core.images import make_reader
 from core.pool import Pool, recipe_pool
 from core.recipe import parse_cli, to_dict
@@ -149,17 +149,11 @@ def _format(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = sys.argv[1:] if argv is None else argv
-        if not args or "=" in args[0]:
-            args = [str(DEFAULT_RECIPE), *args]
-        recipe = parse_cli(args, "python -m adapt.pseudolabel", __doc__.strip().split("\n")[0],
-                           schema=PseudolabelRecipe)
-        summary = pseudolabel(recipe)
-    except CuratorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+@command_line
+def main(argv: list[str]) -> int:
+    args = argv if argv and "=" not in argv[0] else [str(DEFAULT_RECIPE), *argv]
+    recipe = parse_cli(args, "python -m adapt.pseudolabel", __doc__.strip().split("\n")[0], schema=PseudolabelRecipe)
+    summary = pseudolabel(recipe)
     print(_format(summary))
     return 0
 

@@ -17,12 +17,14 @@ import csv
 import io
 import json
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.errors import CuratorError, OutputError, command_line
 from core.photosim import simulate_visitor_photo
 
 SAMPLE_VERSION = 1
@@ -94,7 +96,8 @@ def _jpg(img: np.ndarray) -> bytes:
 def generate(root: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
     """Write the sample museum to ``root`` (which must not exist yet). Same spec, same bytes."""
     if spec.photos > spec.paintings:
-        raise ValueError(f"{spec.photos} photos need at least as many paintings ({spec.paintings})")
+        raise CuratorError(f"{spec.photos} photos need at least as many paintings ({spec.paintings}). "
+                           "Fix: raise --paintings or lower --photos")
     root = Path(root)
     files: dict[str, bytes] = {}
     rng = np.random.default_rng(spec.seed)
@@ -146,17 +149,22 @@ def ensure_sample(root: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
     return generate(root, spec)
 
 
-def main(argv: list[str] | None = None) -> None:
+@command_line
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.sample", description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
     defaults = SampleSpec()
     for name in ("paintings", "photos", "unmatched_photos", "distractors", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     args = parser.parse_args(argv)
+    if args.out.exists():
+        raise OutputError(f"{args.out} already exists. Fix: name a new folder (the sample museum is made "
+                          "whole or not at all)")
     spec = SampleSpec(paintings=args.paintings, photos=args.photos, unmatched_photos=args.unmatched_photos,
                       distractors=args.distractors, seed=args.seed)
     print(generate(args.out, spec))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

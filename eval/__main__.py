@@ -7,19 +7,15 @@ writes RUN_DIR/metrics.json. With no data given it evaluates on the built-in sam
 
 import sys
 
-from core.errors import CuratorError
+from core.errors import command_line
 from core.recipe import parse_cli
 from eval.evaluate import evaluate, format_table
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        recipe = parse_cli(sys.argv[1:] if argv is None else argv, "python -m eval",
-                           __doc__.strip().split("\n")[0], accept_model_file=True)
-        metrics = evaluate(recipe)
-    except CuratorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+@command_line
+def main(argv: list[str]) -> int:
+    recipe = parse_cli(argv, "python -m eval", __doc__.strip().split("\n")[0], accept_model_file=True)
+    metrics = evaluate(recipe)
     print(format_table(metrics))
     print(f"\nmetrics: {metrics['run_dir']}/metrics.json")
     return 0

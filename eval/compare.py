@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from adapt.config import PseudolabelRecipe
 from core.atomic import atomic_write_text
-from core.errors import CuratorError, MissingInputError
+from core.errors import CuratorError, MissingInputError, command_line
 from core.figures import plt, save_png
 from core.recipe import Recipe, load_recipe, to_dict
 from core.runs import RunDir
@@ -149,22 +149,19 @@ def write_outputs(table: pd.DataFrame, paths: list[Path], out_dir: Path) -> list
     return written + ([curves] if curves else [])
 
 
-def main(argv: list[str] | None = None) -> int:
+@command_line
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__.split("\n\n")[1])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (e.g. runs/*)")
     parser.add_argument("--sort", default="hit@3", help="column to sort by (best first), e.g. 'synthetic hit@3'")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder for CSV, Markdown, PNGs")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     # A shell glob (runs/*) also matches files and folders that are not runs: keep the runs.
     paths = [p for p in args.runs if p.is_dir() and ((p / "metrics.json").is_file() or len(args.runs) == 1)]
-    try:
-        if not paths:
-            raise MissingInputError(f"none of {[str(p) for p in args.runs]} is a run directory with metrics.json")
-        table = compare_runs(paths, args.sort)
-        written = write_outputs(table, paths, args.out)
-    except CuratorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not paths:
+        raise MissingInputError(f"none of {[str(p) for p in args.runs]} is a run directory with metrics.json")
+    table = compare_runs(paths, args.sort)
+    written = write_outputs(table, paths, args.out)
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nwrote " + ", ".join(str(p) for p in written))

@@ -21,7 +21,7 @@ import numpy as np
 
 from core.atomic import atomic_write_text
 from core.embed import Embeddings
-from core.errors import CuratorError, ImageDecodeError, MissingInputError
+from core.errors import ImageDecodeError, MissingInputError, command_line
 from core.figures import plt, save_png
 from core.images import ImageReader, shrink_to
 from core.pool import Pool, recipe_pool
@@ -78,7 +78,7 @@ def _run_inputs(run: Path) -> tuple[Pool, Embeddings, list[Path]]:
     if not (run / "recipe.yaml").is_file():
         raise MissingInputError(f"{run} has no recipe.yaml. Fix: give a run directory of python -m eval")
     folder = run / "post" / "embeddings" if (run / "post" / "embeddings").is_dir() else run / "embeddings"
-    if not (folder / "names.txt").is_file():
+    if not Embeddings.saved_in(folder):
         raise MissingInputError(f"{run} has no embeddings/ of its whole pool (training runs keep only their "
                                 f"encoder). Fix: python -m eval {run}/encoder.pt ... and report on that run")
     pool = recipe_pool(load_recipe(run / "recipe.yaml"))
@@ -199,18 +199,15 @@ def write_report(run: Path, k: int = 5, max_queries: int | None = None, out_dir:
     return page
 
 
-def main(argv: list[str] | None = None) -> int:
+@command_line
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[1])
     parser.add_argument("run", type=Path, help="a run directory of python -m eval")
     parser.add_argument("--k", type=int, default=5, help="neighbours shown per query")
     parser.add_argument("--max-queries", type=int, default=None, help="show only the first N (failures first)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN/report)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        page = write_report(args.run, args.k, args.max_queries, args.out)
-    except CuratorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(argv)
+    page = write_report(args.run, args.k, args.max_queries, args.out)
     print(f"wrote {page}")
     return 0
 

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 import torch
 
+from core.errors import command_line
 from core.images import ImageReader, list_images, shrink_to
 
 FRAME_COLOURS = ((45, 32, 20), (125, 90, 45), (195, 165, 95), (25, 25, 25), (235, 232, 225), (90, 60, 40))
@@ -212,8 +213,8 @@ def write_view_grid(paths: Sequence[Path], maker: ViewMaker, out: Path, seed: in
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from core.errors import CuratorError
+@command_line
+def main(argv: list[str]) -> int:
     from core.recipe import load_recipe
     from core.sample import ensure_sample
     from ssl.config import PretrainRecipe, view_maker
@@ -226,15 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=6, help="how many images (rows)")
     parser.add_argument("--out", default="views.png", help="output PNG")
     args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe or "recipes/dino.yaml", args.overrides, PretrainRecipe)
-        folder = Path(args.images) if args.images else ensure_sample(recipe.data.sample_dir) / "images" / "studio"
-        paths = list_images(folder)
-        chosen = np.random.default_rng(recipe.seed).choice(len(paths), min(args.count, len(paths)), replace=False)
-        out = write_view_grid([paths[i] for i in sorted(chosen)], view_maker(recipe), Path(args.out), recipe.seed)
-    except CuratorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.recipe or "recipes/dino.yaml", args.overrides, PretrainRecipe)
+    folder = Path(args.images) if args.images else ensure_sample(recipe.data.sample_dir) / "images" / "studio"
+    paths = list_images(folder)
+    chosen = np.random.default_rng(recipe.seed).choice(len(paths), min(args.count, len(paths)), replace=False)
+    out = write_view_grid([paths[i] for i in sorted(chosen)], view_maker(recipe), Path(args.out), recipe.seed)
     print(f"wrote {out}")
     return 0
 

@@ -19,7 +19,7 @@ import torch
 
 from core.backbone import Encoder, EncoderSpec, build_encoder
 from core.embed import embed_images
-from core.errors import CuratorError, MissingInputError
+from core.errors import MissingInputError, command_line
 from core.images import make_reader
 from core.pool import Pool, recipe_pool
 from core.recipe import cli_parser, load_recipe, recipe_from_args
@@ -92,25 +92,22 @@ def _format(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+@command_line
+def main(argv: list[str]) -> int:
     parser = cli_parser("python -m ssl.pretrain", __doc__.strip().split("\n\n")[1].split("\n")[0])
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from RUN_DIR/checkpoints/last.ckpt, with its recipe")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     torch.set_float32_matmul_precision("high")
-    try:
-        if args.resume:
-            snapshot = Path(args.resume) / "recipe.yaml"
-            if not snapshot.is_file():
-                raise MissingInputError(f"{snapshot} not found. Fix: --resume takes a run directory of ssl.pretrain")
-            overrides = [a for a in args.args if "=" in a]
-            recipe = load_recipe(snapshot, [*overrides, f"run_dir={args.resume}"], PretrainRecipe)
-        else:
-            recipe = recipe_from_args(args.args, schema=PretrainRecipe, default=DEFAULT_RECIPE)
-        summary = pretrain(recipe, resume=bool(args.resume))
-    except CuratorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.resume:
+        snapshot = Path(args.resume) / "recipe.yaml"
+        if not snapshot.is_file():
+            raise MissingInputError(f"{snapshot} not found. Fix: --resume takes a run directory of ssl.pretrain")
+        overrides = [a for a in args.args if "=" in a]
+        recipe = load_recipe(snapshot, [*overrides, f"run_dir={args.resume}"], PretrainRecipe)
+    else:
+        recipe = recipe_from_args(args.args, schema=PretrainRecipe, default=DEFAULT_RECIPE)
+    summary = pretrain(recipe, resume=bool(args.resume))
     if summary:
         print(_format(summary))
     return 0
