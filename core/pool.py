@@ -76,7 +76,11 @@ class Pool:
                 f"{folder} is not a labeled set: it needs images/ and pairs.csv (query,target[,set]). "
                 "Fix: pass such a folder in data.labeled, or an unlabeled folder in data.distractors")
         labeled = LabeledSet(name=self.add_folder(folder / "images", source=folder.resolve().name))
-        table = pd.read_csv(pairs_file, dtype=str, keep_default_na=False)
+        try:
+            table = pd.read_csv(pairs_file, dtype=str, keep_default_na=False)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise MissingInputError(f"{pairs_file} is not a readable CSV ({' '.join(str(e).split())}). Fix: write it "
+                                    "with the header query,target[,set] and one pair per line") from None
         missing_cols = {"query", "target"} - set(table.columns)
         if missing_cols:
             raise MissingInputError(f"{pairs_file} lacks the column(s) {sorted(missing_cols)}; "

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -183,6 +184,24 @@ def _choices_check(cfg: DictConfig) -> None:
         raise RecipeError("post.steps: 'concat' must come first and needs post.concat blocks (other models)")
 
 
+def _read_yaml(path: Path) -> DictConfig:
+    """The mapping a recipe file holds; a file that is not YAML, or not a mapping, is a RecipeError."""
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        # The parser's message names the line and column; a tab is the usual culprit.
+        detail = " ".join(str(e).split())
+        raise RecipeError(f"recipe {path} is not valid YAML: {detail}. Fix: correct that line (indent with "
+                          "spaces, not tabs; close every bracket and quote)") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe {path} is not a text file. Fix: pass a recipe YAML (e.g. recipes/zeroshot.yaml) "
+                          "first, then key=value overrides") from None
+    if not isinstance(loaded, DictConfig):
+        raise RecipeError(f"recipe {path} holds a list, not a mapping of sections. Fix: write "
+                          "it as 'section:' lines with indented 'key: value' lines, as in recipes/zeroshot.yaml")
+    return loaded
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 schema: type = Recipe) -> DictConfig:
     """Merge ``schema`` defaults, the YAML file at ``path`` and ``key=value`` overrides.
@@ -199,7 +218,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
             where = str(path)
             if not path.is_file():
                 raise RecipeError(f"recipe file not found: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, _read_yaml(path))
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise RecipeError(f"overrides must look like key=value, got {bad}")
