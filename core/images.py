@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_PIXELS = 250_000_000
 # PIL's own guard would stop at twice its 89 Mpx default, before the check below can say why.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Above this many pixels a non-JPEG image is decoded through libvips at the size the caller needs
+# (a full decode holds several copies of ~3 bytes a pixel). Below it PIL decodes whole: at most
+# ~50 MB of pixels, which is also the bound on one decode with ``min_side`` set.
+STREAM_PIXELS = 16_000_000
 
 
 def _fix_advice(path: Path) -> str:
@@ -32,24 +37,71 @@ def _fix_advice(path: Path) -> str:
             "or set data.skip_corrupt=true to skip it (skipped files are listed in the run log)")
 
 
+# What the first bytes of a file say it is, for files whose name lacks an image extension.
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _looks_like_image(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _file_key(path: Path) -> tuple[int, int] | Path:
+    """The identity of the file behind ``path`` (links and aliases included)."""
+    try:
+        st = path.stat()
+    except OSError:  # a broken link: kept, so decoding names it
+        return path
+    return st.st_dev, st.st_ino
+
+
 def list_images(root: str | Path) -> list[Path]:
     """All images under ``root`` (nested folders included), sorted by relative path.
 
-    Hidden files and folders are ignored. Raises MissingInputError when there are none.
+    Hidden files and folders are ignored. Linked folders are followed, each real folder once (a link
+    back up, such as ``loop -> ..``, is not a second copy of the tree), and each real file is listed
+    once. A file without an image extension is listed when its first bytes say it is one; other
+    files are left out and named in a warning. Raises MissingInputError when there are no images.
     """
     root = Path(root)
     if not root.is_dir():
         raise MissingInputError(f"image folder not found: {root}. Fix: pass an existing folder")
-    found = []
+    found, others = [], []
+    folders_seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in folders_seen:
+            dirnames[:] = []
+            continue
+        folders_seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames
-                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+        for name in filenames:
+            path = Path(dirpath) / name
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMAGE_EXTENSIONS) or _looks_like_image(path):
+                found.append(path)
+            else:
+                others.append(path)
+    if others:
+        shown = ", ".join(p.relative_to(root).as_posix() for p in sorted(others)[:5])
+        log.warning("left out %d file(s) under %s that are not images: %s%s", len(others), root, shown,
+                    ", ..." if len(others) > 5 else "")
     if not found:
         raise MissingInputError(
-            f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in it and its subfolders). "
-            "Fix: point to the folder that holds the images")
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+            f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} files, and files whose content is "
+            "an image, in it and its subfolders). Fix: point to the folder that holds the images")
+    unique, keys = [], set()
+    for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
+        key = _file_key(path)
+        if key not in keys:
+            keys.add(key)
+            unique.append(path)
+    return unique
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -70,11 +122,31 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _decode_streamed(path: Path, side: int) -> np.ndarray:
+    """Decode a large image through libvips, shrinking while it reads, so that its longer side is
+    ``side``: memory follows the output, not the file (a 15,000 px PNG needs ~0.15 GB, not ~4 GB)."""
+    import pyvips  # loads libvips: only for the rare image large enough to need it
+
+    try:
+        # Sequential access streams the file through the shrink; fail_on: a truncated file is an error,
+        # not an image with a grey bottom.
+        image = pyvips.Image.new_from_file(str(path), access="sequential", fail_on="error")
+        image = image.thumbnail_image(side, height=side, size="down").autorot()  # EXIF orientation
+        image = image.colourspace("srgb")  # CMYK, greyscale and 16-bit become 8-bit sRGB
+        if image.hasalpha():
+            image = image.flatten(background=[255, 255, 255])  # transparent areas white, as on a page
+        return image.cast("uchar").numpy()
+    except pyvips.Error as e:
+        raise OSError(" ".join(str(e).split())) from None
+
+
 def decode_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
     """Decode ``path`` to an upright RGB uint8 array.
 
-    ``min_side``: the smallest side the caller needs; JPEGs are then decoded at a reduced scale
-    (never below it), which is several times faster for large photos.
+    ``min_side``: the smallest side the caller needs; large images are then decoded at a reduced
+    scale (never below it): JPEGs by PIL's draft mode (several times faster), anything above
+    ``STREAM_PIXELS`` by libvips while it reads, which bounds the memory of one decode by the size
+    asked for instead of the file's.
     """
     path = Path(path)
     try:
@@ -84,12 +156,13 @@ def decode_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
                 raise ImageDecodeError(
                     f"image {path} is {w}x{h} pixels, above the {MAX_PIXELS:,} pixel limit. "
                     "Fix: downscale it (e.g. to at most 8000 px a side) or remove it")
-            if min_side and img.format == "JPEG":
-                scale = min_side / min(w, h)
-                if scale < 1:
+            scale = min_side / min(w, h) if min_side else 1.0
+            if scale < 1 and img.format != "JPEG" and w * h > STREAM_PIXELS:
+                arr = _decode_streamed(path, math.ceil(max(w, h) * scale))
+            else:
+                if scale < 1 and img.format == "JPEG":
                     img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-            img = ImageOps.exif_transpose(img)
-            arr = _to_rgb(img)
+                arr = _to_rgb(ImageOps.exif_transpose(img))
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

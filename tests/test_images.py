@@ -1,5 +1,8 @@
 """Decoding the images users actually have, and clear errors for the ones that cannot be read."""
 
+import logging
+
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,6 +26,55 @@ def test_listing_is_nested_sorted_and_filtered(tmp_path):
             Image.fromarray(_gradient()).save(tmp_path / rel)
     names = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
     assert names == ["a/c.JPG", "a/d.webp", "b.png", "f.bmp", "z/e.tiff"]
+
+
+def test_linked_folders_are_followed_once_and_cycles_skipped(tmp_path):
+    root, outside = tmp_path / "imgs", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    for path in (root / "a.png", root / "sub" / "b.png", outside / "c.png"):
+        Image.fromarray(_gradient()).save(path)
+    (root / "sub" / "loop").symlink_to("..", target_is_directory=True)  # a link back up
+    (root / "self").symlink_to(".", target_is_directory=True)
+    (root / "linked").symlink_to(outside, target_is_directory=True)  # a real folder elsewhere: followed
+    (root / "alias.png").symlink_to(root / "a.png")  # the same file twice: listed once
+    names = [p.relative_to(root).as_posix() for p in list_images(root)]
+    assert names == ["a.png", "linked/c.png", "sub/b.png"]
+
+
+def test_images_without_extension_are_read_by_content_and_the_rest_named(tmp_path, caplog):
+    Image.fromarray(_gradient()).save(tmp_path / "photo", format="PNG")
+    Image.fromarray(_gradient()).save(tmp_path / "scan.dat", format="JPEG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="core.images"):
+        names = [p.name for p in list_images(tmp_path)]
+    assert names == ["photo", "scan.dat"]
+    assert "left out 2 file(s)" in caplog.text and "empty, notes.txt" in caplog.text
+    assert decode_image(tmp_path / "photo").shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "I;16", "CMYK"])
+def test_large_images_decode_streamed_at_the_size_asked(tmp_path, monkeypatch, mode):
+    smooth = np.asarray(Image.fromarray(_gradient(400, 300)).resize((400, 300), Image.BILINEAR))
+    img = Image.fromarray(smooth)
+    if mode == "I;16":
+        img = Image.fromarray(smooth[..., 0].astype(np.uint16) * 257)
+    elif mode != "RGB":
+        img = img.convert(mode)
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    img.save(path)
+    whole = decode_image(path)
+    monkeypatch.setattr(images, "STREAM_PIXELS", 1000)  # this image now counts as large
+    streamed = decode_image(path, min_side=60)
+    assert streamed.dtype == np.uint8 and streamed.shape == (60, 80, 3)
+    if mode != "CMYK":  # libvips converts CMYK through a colour profile, PIL by formula
+        reference = cv2.resize(whole, (80, 60), interpolation=cv2.INTER_AREA)
+        assert np.abs(streamed.astype(int) - reference).mean() < 2.0
+    with pytest.raises(ImageDecodeError, match="broken.png"):
+        data = path.read_bytes()
+        (tmp_path / "broken.png").write_bytes(data[: len(data) // 2])
+        decode_image(tmp_path / "broken.png", min_side=60)
 
 
 def test_empty_or_missing_folder_names_it(tmp_path):
