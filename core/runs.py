@@ -6,7 +6,7 @@ Layout::
     RUN/log.txt          everything logged during the run (skipped files, timings...)
     RUN/metrics.json     the final figures
     RUN/metrics.jsonl    one line per epoch or round, for runs that train
-    RUN/embeddings/      embeddings.npy, norms.npy, names.txt
+    RUN/embeddings/      embeddings.npy, norms.npy, names.json
 """
 
 from __future__ import annotations
@@ -21,9 +21,25 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from core.atomic import atomic_write_text
+from core.errors import OutputError
 from core.recipe import to_yaml
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _new_folder(base: Path) -> Path:
+    """Create ``base``, or ``base-2``, ``base-3``... whichever is free first.
+
+    mkdir either creates a folder or fails, so two runs started in the same second never share one.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = base, 2
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
 
 
 class RunDir:
@@ -33,12 +49,22 @@ class RunDir:
 
     @classmethod
     def create(cls, recipe: DictConfig, root: str | Path = "runs") -> RunDir:
-        """The recipe's ``run_dir``, or ``runs/NAME-YYYYmmdd-HHMMSS`` (written back into the recipe, so
-        the snapshot says where it lives); snapshot the recipe there."""
-        if not recipe.run_dir:
-            recipe.run_dir = str(Path(root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        run = cls(recipe.run_dir)
-        atomic_write_text(run.path / "recipe.yaml", to_yaml(recipe))
+        """The recipe's ``run_dir``, or a new ``runs/NAME-YYYYmmdd-HHMMSS[-N]`` (written back into the
+        recipe, so the snapshot says where it lives); snapshot the recipe there.
+
+        A folder that cannot be made or written is an OutputError, raised before any work starts.
+        """
+        try:
+            if not recipe.run_dir:
+                recipe.run_dir = str(_new_folder(Path(root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+            run = cls(recipe.run_dir)
+            atomic_write_text(run.path / "recipe.yaml", to_yaml(recipe))
+        except OutputError:
+            raise
+        except OSError as e:
+            where = e.filename or recipe.run_dir
+            raise OutputError(f"cannot write the run folder {recipe.run_dir} ({where}: {e.strerror or e}). "
+                              "Fix: set run_dir=DIR to a folder you can write to") from None
         return run
 
     @property
