@@ -52,7 +52,7 @@ FUSION = {
 
 def _synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int]] | None:
     folder = run / "synthetic"
-    if not (folder / "embeddings" / "names.txt").is_file():
+    if not Embeddings.saved_in(folder / "embeddings"):
         return None
     syn = Embeddings.load(folder / "embeddings")
     pairs = pd.read_csv(folder / "pairs.csv")

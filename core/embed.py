@@ -6,6 +6,7 @@ order, and the raw descriptor norms (before normalisation) for statistics.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,9 @@ from core.images import ImageReader, make_reader
 from core.preprocess import eval_transform
 
 log = logging.getLogger(__name__)
+
+NAMES_FILE = "names.json"
+OLD_NAMES_FILE = "names.txt"
 
 
 @dataclass
@@ -54,17 +58,28 @@ class Embeddings:
         return int(self.vectors.shape[1])
 
     def save(self, folder: str | Path) -> None:
-        """Write ``embeddings.npy``, ``norms.npy`` and ``names.txt`` (one name a line) atomically."""
+        """Write ``embeddings.npy``, ``norms.npy`` and ``names.json`` atomically.
+
+        Names are a JSON list: a file name may hold any character, a newline included.
+        """
         folder = Path(folder)
         for name, array in (("embeddings.npy", self.vectors), ("norms.npy", self.norms)):
             with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
                 np.save(f, array)
-        atomic_write_text(folder / "names.txt", "".join(f"{n}\n" for n in self.names))
+        atomic_write_text(folder / NAMES_FILE, json.dumps(self.names, ensure_ascii=False))
+
+    @staticmethod
+    def saved_in(folder: str | Path) -> bool:
+        """Whether ``folder`` holds saved embeddings (of this version or an older one)."""
+        return any((Path(folder) / f).is_file() for f in (NAMES_FILE, OLD_NAMES_FILE))
 
     @classmethod
     def load(cls, folder: str | Path) -> Embeddings:
         folder = Path(folder)
-        names = (folder / "names.txt").read_text(encoding="utf-8").splitlines()
+        if (folder / NAMES_FILE).is_file():
+            names = json.loads((folder / NAMES_FILE).read_text(encoding="utf-8"))
+        else:  # runs written before names.json: one name a line
+            names = (folder / OLD_NAMES_FILE).read_text(encoding="utf-8").splitlines()
         return cls(names, np.load(folder / "embeddings.npy"), np.load(folder / "norms.npy"))
 
     @classmethod
@@ -187,6 +202,10 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
     skipped_names = [names[i] for i in sorted(skipped)]
     for name in skipped_names:
         log.warning("skipped undecodable image %s", name)
+    if paths and not order:
+        raise ImageDecodeError(f"none of the {len(paths)} images could be decoded (first: {skipped_names[:3]}; "
+                               "each is named in the log). Fix: re-export or replace them, or point data.* to "
+                               "the right folder")
     result = {}
     for p, f in keys:
         vectors = torch.cat(sums[(p, f)]).numpy() if order else np.zeros((0, encoder.pooled_dim(p)), np.float32)

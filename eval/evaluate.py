@@ -18,6 +18,7 @@ from core.images import ImageReader
 from core.pool import LabeledSet, Pool, recipe_pool
 from core.recipe import to_dict
 from core.runs import RunDir
+from core.seeding import seed_everything
 from eval.metrics import KS, summarize, target_ranks
 from eval.stats import embedding_stats, pair_stats
 from eval.synthetic import SyntheticQueries, make_synthetic_queries
@@ -91,6 +92,7 @@ def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], e
 def evaluate(recipe: DictConfig) -> dict:
     """Embed the recipe's pool, score it, write ``metrics.json`` in the run directory; return it."""
     started = time.perf_counter()
+    seed_everything(int(recipe.seed))
     run = RunDir.create(recipe)
     with run.logging_to_file():
         pool = recipe_pool(recipe)

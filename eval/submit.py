@@ -2,9 +2,10 @@
 
     python -m eval.submit recipes/zeroshot.yaml data.root=DIR submission=FILE
 
-One row per image of ``data.root``: ``ID,image_name,feature_0..feature_{D-1}``, ``ID`` counting from 0,
-``image_name`` the file name (the relative path in a nested folder), L2-normalised float32 features.
-The file is written atomically, then read back and validated.
+One row per image of ``data.root``: ``ID,image_name,feature_0..feature_{D-1}``, ``ID`` equal to
+``image_name`` (as in the competition's sample submission: ``00001.png,00001.png,...``), the file name
+(the relative path in a nested folder), L2-normalised float32 features. The output location is checked
+before any image is embedded; the file is written atomically, then read back and validated.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from adapt.postprocess import PostProcessor
-from core.atomic import atomic_path
+from core.atomic import atomic_path, check_writable
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
-from core.errors import CuratorError, RecipeError
+from core.errors import CuratorError, RecipeError, command_line
 from core.images import list_images
 from core.recipe import parse_cli
 from core.runs import RunDir
+from core.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def write_submission(emb: Embeddings, path: str | Path) -> Path:
     """Write ``emb`` as a submission CSV (atomically: a crash never leaves a truncated file)."""
     table = pd.DataFrame(emb.vectors.astype(np.float32), columns=[f"feature_{i}" for i in range(emb.dim)])
     table.insert(0, "image_name", emb.names)
-    table.insert(0, "ID", np.arange(len(emb)))
+    table.insert(0, "ID", emb.names)
     path = Path(path)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
@@ -53,12 +55,14 @@ def validate_submission(path: str | Path, expected_names: list[str] | None = Non
                         dim: int | None = None) -> dict:
     """Check a submission file; raise SubmissionError saying what is wrong. Returns rows and dim."""
     path = Path(path)
-    table = pd.read_csv(path, dtype={"image_name": str})
+    table = pd.read_csv(path, dtype={"ID": str, "image_name": str}, keep_default_na=False)
     columns = list(table.columns)
     d = len(columns) - 2
     expected_cols = ["ID", "image_name", *[f"feature_{i}" for i in range(max(d, 0))]]
     if d < 1 or columns != expected_cols:
         raise SubmissionError(f"{path}: header must be ID,image_name,feature_0..feature_N; got {columns[:5]}...")
+    if table.empty:
+        raise SubmissionError(f"{path}: no rows. A submission needs one row per image of the folder")
     if dim is not None and d != dim:
         raise SubmissionError(f"{path}: {d} features per row, expected {dim}")
     names = table["image_name"].tolist()
@@ -82,8 +86,11 @@ def validate_submission(path: str | Path, expected_names: list[str] | None = Non
     if off.any():
         raise SubmissionError(f"{path}: {int(off.sum())} rows are not L2-normalised (norms "
                               f"{norms[off][:3].round(4).tolist()}...)")
-    if table["ID"].tolist() != list(range(len(table))):
-        raise SubmissionError(f"{path}: ID must count 0..{len(table) - 1} in row order")
+    differs = table["ID"] != table["image_name"]
+    if differs.any():
+        raise SubmissionError(f"{path}: {int(differs.sum())} rows whose ID is not their image_name (e.g. ID "
+                              f"{table['ID'][differs].iloc[0]!r} for {table['image_name'][differs].iloc[0]!r}); "
+                              "the competition expects ID = image_name")
     return {"rows": len(table), "dim": d}
 
 
@@ -92,6 +99,9 @@ def submit(recipe: DictConfig) -> dict:
     if not recipe.data.root:
         raise RecipeError("data.root is not set. Fix: python -m eval.submit RECIPE data.root=DIR [submission=FILE]")
     started = time.perf_counter()
+    seed_everything(int(recipe.seed))
+    if recipe.submission:
+        check_writable(recipe.submission, "submission")
     run = RunDir.create(recipe)
     with run.logging_to_file():
         root = Path(recipe.data.root)
@@ -118,14 +128,10 @@ def submit(recipe: DictConfig) -> dict:
         return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        recipe = parse_cli(sys.argv[1:] if argv is None else argv, "python -m eval.submit",
-                           "Write submission.csv for the images of data.root.")
-        summary = submit(recipe)
-    except CuratorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+@command_line
+def main(argv: list[str]) -> int:
+    recipe = parse_cli(argv, "python -m eval.submit", "Write submission.csv for the images of data.root.")
+    summary = submit(recipe)
     print(f"wrote {summary['submission']}: {summary['rows']} rows x {summary['dim']} features, "
           f"validated, in {summary['time_s']:.1f} s")
     return 0

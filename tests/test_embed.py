@@ -108,17 +108,26 @@ def test_corrupt_images_stop_or_are_skipped(encoder, tmp_path):
         embed_images(encoder, files, ["a", "bad", "b"], _cfg())
     emb = embed_images(encoder, files, ["a", "bad", "b"], _cfg(), skip_corrupt=True)
     assert emb.names == ["a", "b"] and emb.skipped == ["bad"]
-    nothing = embed_variants(encoder, [bad], ["bad"], poolings=("cls", "cls+gem"), num_workers=0,
-                             progress=False, skip_corrupt=True)
-    assert nothing["cls"].vectors.shape == (0, 64) and nothing["cls+gem"].vectors.shape == (0, 128)
-    assert nothing["cls+gem"].skipped == ["bad"]
+    # Skipping every image is no result: zero rows would pass for an empty, "successful" run.
+    with pytest.raises(ImageDecodeError, match="none of the 1 images could be decoded.*bad"):
+        embed_variants(encoder, [bad], ["bad"], poolings=("cls", "cls+gem"), num_workers=0, progress=False,
+                       skip_corrupt=True)
+
+
+def test_a_worker_process_error_reads_as_its_own_message(encoder, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ImageDecodeError) as err:
+        embed_images(encoder, [bad, bad], ["a", "b"], _cfg("embed.num_workers=2"))
+    assert str(err.value).startswith(f"cannot read image {bad}") and "Traceback" not in str(err.value)
 
 
 def test_save_load_round_trip(tmp_path):
-    emb = Embeddings(["a", "b"], np.eye(2, dtype=np.float32), np.array([2.0, 3.0], np.float32))
+    names = ["a", "line\nbreak.png"]  # any character may stand in a file name
+    emb = Embeddings(names, np.eye(2, dtype=np.float32), np.array([2.0, 3.0], np.float32))
     emb.save(tmp_path / "e")
     back = Embeddings.load(tmp_path / "e")
-    assert back.names == ["a", "b"]
+    assert back.names == names
     np.testing.assert_array_equal(back.vectors, emb.vectors)
     np.testing.assert_array_equal(back.norms, emb.norms)
     with pytest.raises(ValueError, match="not finite"):
