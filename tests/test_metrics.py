@@ -57,12 +57,12 @@ def test_hubness_counts_k_occurrences_and_names_the_hub():
 
 
 def test_alignment_uniformity_and_domain_split_on_known_points():
-    # Two clean images (rows 0, 1) and their photos (rows 2, 3); photo 2 sits on its painting, photo 3
-    # sits on photo 2 (a domain split).
-    v = np.array([[1, 0], [0, 1], [1, 0], [0.9, 0.1]], np.float32)
+    # Two clean images (rows 0, 1) and their photos (rows 2, 3); photo 2 sits nearest its painting,
+    # photo 3 sits nearest photo 2 (a domain split). No two similarities tie.
+    v = np.array([[1, 0], [0, 1], [0.95, 0.05], [0.9, 0.1]], np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     out = pair_stats(v, queries=[2, 3], targets=[0, 1])
-    assert out["alignment"] == pytest.approx((0 + ((v[3] - v[1]) ** 2).sum()) / 2, rel=1e-5)
+    assert out["alignment"] == pytest.approx((((v[2] - v[0]) ** 2).sum() + ((v[3] - v[1]) ** 2).sum()) / 2, rel=1e-5)
     assert out["photo_nn_is_photo"] == pytest.approx(0.5)
     d2 = np.clip(2 - 2 * v.astype(np.float64) @ v.T, 0, None)[np.triu_indices(4, 1)]
     assert out["uniformity"] == pytest.approx(np.log(np.exp(-2 * d2).mean()))

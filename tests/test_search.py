@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.search import faiss_available, mutual_nearest_neighbours, topk
+from core.search import faiss_available, mutual_nearest_neighbours, resolve_backend, topk
 
 
 def _unit(n, d, seed=0):
@@ -30,6 +30,33 @@ def test_topk_matches_brute_force(backend, self_search):
     np.testing.assert_array_equal(idx, ref_i)
     if self_search:
         assert not (idx == np.arange(len(q))[:, None]).any()
+
+
+BACKENDS = ["torch"] + (["faiss"] if faiss_available() else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_go_to_the_lower_index_on_every_backend(backend):
+    # Rows 1..6 are the same vector: every query ties between them, also across the k-th place.
+    x = np.zeros((8, 4), np.float32)
+    x[0], x[1:7], x[7] = [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]
+    q = np.array([[0, 1, 0, 0], [0.6, 0.8, 0, 0]], np.float32)
+    for k in (1, 3, 6, 7):
+        sims, idx = topk(q, x, k=k, backend=backend)
+        assert idx[0].tolist() == ([1, 2, 3, 4, 5, 6, 0] if k == 7 else list(range(1, k + 1)))
+        assert idx[1].tolist()[: min(k, 6)] == list(range(1, min(k, 6) + 1))
+    sims, idx = topk(x, None, k=3, backend=backend)  # self search: a duplicate is not itself
+    assert idx[3].tolist() == [1, 2, 4] and idx[0].tolist() == [1, 2, 3]
+    pairs, _ = mutual_nearest_neighbours(x, backend=backend)
+    assert pairs.tolist() == [[1, 2]]
+
+
+def test_auto_backend_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("CURATOR_SEARCH", "torch")
+    assert resolve_backend("auto") == "torch" and resolve_backend("faiss") == "faiss"
+    monkeypatch.setenv("CURATOR_SEARCH", "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        resolve_backend("auto")
 
 
 def test_self_search_with_exact_duplicates_never_returns_self():
