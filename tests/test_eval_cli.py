@@ -115,3 +115,53 @@ def test_runs_in_one_process_keep_separate_logs(tmp_path, sample_root):
     first, second = (tmp_path / "a" / "log.txt").read_text(), (tmp_path / "b" / "log.txt").read_text()
     assert "1 distractor folder" in second and "1 distractor folder" not in first
     assert first.count("core.pool: pool:") == 1 and second.count("core.pool: pool:") == 1
+
+
+def test_the_recipe_seed_fixes_random_weights(tmp_path, sample_root):
+    runs = [run_cli("eval", "recipes/tiny.yaml", f"data.labeled=[{sample_root}]", "synthetic.num_queries=0",
+                    f"run_dir={tmp_path / name}", *extra) for name, extra in (("a", ()), ("b", ()), ("c", ("seed=1",)))]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    a, b, c = (Embeddings.load(tmp_path / name / "embeddings").vectors for name in "abc")
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("content", ["model: {arch: [x\n", "model:\n\tarch: x\n", "- a list\n", b"\x89PNG\r\n\x1a\n"])
+def test_a_recipe_that_is_not_yaml_is_named_without_a_traceback(tmp_path, content):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = run_cli("eval", str(recipe), f"run_dir={tmp_path / 'r'}")
+    assert result.returncode == 2 and f"recipe {recipe}" in result.stderr and "Fix:" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_pairs_file_is_named(tmp_path, sample_root):
+    labeled = tmp_path / "set"
+    labeled.mkdir()
+    (labeled / "images").symlink_to(sample_root / "images", target_is_directory=True)
+    (labeled / "pairs.csv").write_bytes(b"")
+    result = run_cli("eval", "recipes/tiny.yaml", f"data.labeled=[{labeled}]", f"run_dir={tmp_path / 'r'}")
+    assert result.returncode == 2 and f"{labeled / 'pairs.csv'} is not a readable CSV" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_error_in_a_loader_worker_is_one_paragraph(tmp_path, sample_root):
+    folder = tmp_path / "extra"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"garbage")
+    result = run_cli("eval", "recipes/tiny.yaml", f"data.distractors=[{folder}]", "embed.num_workers=2",
+                     "synthetic.num_queries=0", f"run_dir={tmp_path / 'r'}")
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]  # after the log lines
+    assert error.startswith(f"error: cannot read image {folder / 'broken.png'}") and "Fix:" in error
+    assert "Traceback" not in result.stderr and "worker" not in result.stderr
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    from core import runs
+    from core.recipe import load_recipe
+
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20261123-101500")
+    made = [runs.RunDir.create(load_recipe(ROOT / "recipes" / "tiny.yaml"), root=tmp_path).path for _ in range(3)]
+    assert [p.name for p in made] == ["tiny-20261123-101500", "tiny-20261123-101500-2", "tiny-20261123-101500-3"]
+    assert all(f"run_dir: {p}" in (p / "recipe.yaml").read_text() for p in made)
