@@ -52,14 +52,20 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return removed
 
 
+def _temporary_sibling(path: Path) -> str:
+    """A new empty file ``.NAME.PID.RANDOM.tmp`` beside ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temporary_sibling(path)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
@@ -94,9 +100,7 @@ def check_writable(path: str | Path, what: str) -> Path:
         raise OutputError(f"{what}={path} is a folder, not a file. {fix} (e.g. {path / 'submission.csv'})")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
+        os.unlink(_temporary_sibling(path))
     except (FileExistsError, NotADirectoryError):
         raise OutputError(f"{what}={path}: a file stands where its folder should be ({_first_file(path.parent)}). "
                           f"{fix}") from None
