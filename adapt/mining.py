@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from adapt.verify import Verifier
 from core.atomic import atomic_write_text
 from core.search import topk
+from core.verify import Verifier
 
 log = logging.getLogger(__name__)
 

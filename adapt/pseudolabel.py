@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from adapt.config import PseudolabelRecipe
 from adapt.mining import accounting, labeled_rows, mine_pairs, true_pairs, write_pairs
 from adapt.refine import PairViewDataset
-from adapt.verify import Verifier
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images, recipe_reader
 from core.errors import MissingInputError, command_line
@@ -29,12 +28,13 @@ from core.images import make_reader
 from core.pool import Pool, recipe_pool
 from core.recipe import parse_cli, to_dict
 from core.runs import RunDir
+from core.scoring import labeled_metrics
 from core.tuning import configure_tuning
-from eval.evaluate import labeled_metrics
-from eval.monitor import EvalMonitor
-from ssl.config import view_maker
+from core.verify import Verifier
+from ssl.augment import view_maker
 from ssl.methods import SimCLRModule
-from ssl.training import fit, quiet_known_warnings
+from ssl.monitor import EvalMonitor
+from ssl.training import finish, fit, quiet_known_warnings
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
                               view_maker(sub, encoder.spec.mean, encoder.spec.std), int(sub.seed))
     monitor = EvalMonitor(sub, round_run, pool)
     _, images = fit(sub, round_run, module, dataset, [monitor])
-    summary = monitor.finish(module, started, images, resumed=False)
+    summary = finish(sub, round_run, module, monitor.history, started, images, resumed=False)
     record.update({"encoder": summary["encoder"], "refined": True, "monitor_before": summary["first"],
                    "monitor_after": summary["last"], "time_s": round(time.perf_counter() - started, 1)})
     log.info("round %d: %d pairs kept of %d candidates%s", n, len(kept), len(table),

@@ -1,6 +1,6 @@
 """Peak memory of ``python -m eval.submit`` on a folder holding one huge PNG, against one small PNG.
 
-    CURATOR_SHARED=../shared python benchmarks/decode_memory.py [--side 15000] [--recipe recipes/zeroshot.yaml]
+    CURATOR_SHARED=../shared python -m benchmarks.decode_memory [--side 15000] [--recipe recipes/zeroshot.yaml]
 
 Each run is a fresh process; its peak RSS (``wait4``: the process and the loader workers it waited
 for) is printed beside the small-image baseline, for 0 and 2 data-loader workers. The difference is

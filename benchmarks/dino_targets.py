@@ -8,29 +8,27 @@ saved in its last checkpoint (with the loss's running centre). Fresh teachers ar
 random and with data prototypes (``dino.prototypes``), centred where the loss's centre tends to
 (their mean output on the batch).
 
-    CURATOR_SHARED=../shared python benchmarks/dino_targets.py [RUN_DIR ...] [--images 64] [key=value ...]
+    CURATOR_SHARED=../shared python -m benchmarks.dino_targets [RUN_DIR ...] [--images 64] [key=value ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from core.backbone import EncoderSpec, build_encoder  # noqa: E402
-from core.images import make_reader  # noqa: E402
-from core.pool import recipe_pool  # noqa: E402
-from core.recipe import load_recipe  # noqa: E402
-from core.tuning import configure_tuning  # noqa: E402
-from ssl.config import PROTOTYPES, PretrainRecipe, view_maker  # noqa: E402
-from ssl.dataset import ViewDataset  # noqa: E402
-from ssl.methods import DINOModule  # noqa: E402
-from ssl.pretrain import init_prototypes  # noqa: E402
+from core.backbone import EncoderSpec, build_encoder
+from core.images import make_reader
+from core.pool import recipe_pool
+from core.recipe import load_recipe
+from core.tuning import configure_tuning
+from ssl.augment import view_maker
+from ssl.config import PROTOTYPES, PretrainRecipe
+from ssl.dataset import ViewDataset
+from ssl.methods import DINOModule
+from ssl.pretrain import init_prototypes
 
 
 def teacher_targets(module: DINOModule, views: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:

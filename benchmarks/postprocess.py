@@ -1,31 +1,28 @@
 """Training-free post-processing on saved embeddings: each step alone, and chains, with their cost.
 
 Reads the embeddings an ``python -m eval`` run saved (pool and synthetic queries), applies the
-recipe ``post`` steps through the same code as eval (``adapt.postprocess.PostProcessor``), and
+recipe ``post`` steps through the same code as eval (``core.post.PostProcessor``), and
 prints Hit@1/3/10 on the labeled sets, synthetic Hit@3 and the time each configuration took.
 
-    CURATOR_SHARED=../shared python benchmarks/postprocess.py RUN_DIR [RUN_DIR ...] [--fusion]
+    CURATOR_SHARED=../shared python -m benchmarks.postprocess RUN_DIR [RUN_DIR ...] [--fusion]
         [--concat-with RUN_DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from adapt.postprocess import PostProcessor, concat_blocks  # noqa: E402
-from core.embed import Embeddings  # noqa: E402
-from core.pool import recipe_pool  # noqa: E402
-from core.recipe import load_recipe  # noqa: E402
-from eval.evaluate import labeled_metrics  # noqa: E402
-from eval.metrics import summarize, target_ranks  # noqa: E402
+from core.embed import Embeddings
+from core.metrics import summarize, target_ranks
+from core.pool import recipe_pool
+from core.post import PostProcessor, concat_blocks
+from core.recipe import load_recipe
+from core.scoring import labeled_metrics
 
 SINGLE = {
     "none": [],

@@ -4,30 +4,28 @@ Runs the same Lightning training steps twice, side by side: once reading, decodi
 real images in DataLoader workers, once on views made in advance and held in memory. The ratio
 (full / tensors) near 1 means the data pipeline keeps up with the model.
 
-    CURATOR_SHARED=../shared python benchmarks/pretrain_throughput.py [RECIPE] [--steps N] [key=value ...]
+    CURATOR_SHARED=../shared python -m benchmarks.pretrain_throughput [RECIPE] [--steps N] [key=value ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
 
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from core.backbone import EncoderSpec, build_encoder  # noqa: E402
-from core.images import list_images, make_reader  # noqa: E402
-from core.recipe import load_recipe  # noqa: E402
-from core.sample import ensure_sample  # noqa: E402
-from core.tuning import configure_tuning  # noqa: E402
-from ssl.config import PretrainRecipe, view_maker  # noqa: E402
-from ssl.dataset import EpochSampler, ViewDataset  # noqa: E402
-from ssl.methods import METHODS  # noqa: E402
+from core.backbone import EncoderSpec, build_encoder
+from core.images import list_images, make_reader
+from core.recipe import load_recipe
+from core.sample import ensure_sample
+from core.tuning import configure_tuning
+from ssl.augment import view_maker
+from ssl.config import PretrainRecipe
+from ssl.dataset import EpochSampler, ViewDataset
+from ssl.methods import METHODS
 
 
 class Premade(Dataset):

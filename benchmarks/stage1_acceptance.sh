@@ -20,4 +20,4 @@ for run in dino simclr dino-strong dino-proto; do
 done
 # How informative the DINO teachers' targets are, fresh and after each run.
 # shellcheck disable=SC2086
-python benchmarks/dino_targets.py runs/stage1/dino runs/stage1/dino-strong runs/stage1/dino-proto $DATA embed.progress=false > runs/stage1/dino-targets.out 2>&1
+python -m benchmarks.dino_targets runs/stage1/dino runs/stage1/dino-strong runs/stage1/dino-proto $DATA embed.progress=false > runs/stage1/dino-targets.out 2>&1

@@ -1,6 +1,6 @@
 """Time and peak memory of python -m eval.submit on a generated folder of 20,000 tiny images.
 
-    python benchmarks/submit_20k.py [--images 20000] [--side 32] [RECIPE] [key=value ...]
+    python -m benchmarks.submit_20k [--images 20000] [--side 32] [RECIPE] [key=value ...]
 
 Generates the folder (procedural PNGs), runs the submission command as a user would, samples the
 resident memory of its whole process tree (DataLoader workers included) every 0.1 s, and checks the
@@ -20,11 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from core.sample import make_distractor
+from eval.submit import validate_submission
 
-from core.sample import make_distractor  # noqa: E402
-from eval.submit import validate_submission  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tree_rss_bytes(pid: int) -> int:

@@ -1,6 +1,6 @@
 """Embedding throughput: the full pipeline (decode, resize, model) against the model alone, side by side.
 
-    CURATOR_SHARED=../shared python benchmarks/throughput.py [recipes/zeroshot.yaml] [--images N] [key=value ...]
+    CURATOR_SHARED=../shared python -m benchmarks.throughput [recipes/zeroshot.yaml] [--images N] [key=value ...]
 
 Uses the first N images of ../shared/data/mcv-museum (real JPEGs up to 768 px), or of the sample
 museum when ../shared is absent. Prints images/s of: decoding + resizing alone (the data pipeline),
@@ -13,22 +13,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.backbone import EncoderSpec, build_encoder  # noqa: E402
-from core.embed import ImageFileDataset, embed_images  # noqa: E402
-from core.images import ImageReader, list_images  # noqa: E402
-from core.preprocess import eval_transform  # noqa: E402
-from core.recipe import load_recipe  # noqa: E402
-from core.sample import ensure_sample  # noqa: E402
-from core.search import faiss_available, mutual_nearest_neighbours  # noqa: E402
+from core.backbone import EncoderSpec, build_encoder
+from core.embed import ImageFileDataset, embed_images
+from core.images import ImageReader, list_images
+from core.preprocess import eval_transform
+from core.recipe import load_recipe
+from core.sample import ensure_sample
+from core.search import faiss_available, mutual_nearest_neighbours
 
 
 def _images(n: int) -> list[Path]:

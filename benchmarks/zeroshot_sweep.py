@@ -1,6 +1,6 @@
 """Zero-shot grid on a labeled pool: every resize policy x pooling x flip TTA, Hit@1/3/10 per set.
 
-    CURATOR_SHARED=../shared python benchmarks/zeroshot_sweep.py [recipes/zeroshot.yaml] [key=value ...]
+    CURATOR_SHARED=../shared python -m benchmarks.zeroshot_sweep [recipes/zeroshot.yaml] [key=value ...]
 
 Defaults to ../shared/data/mcv-museum with ../shared/data/distractors in the pool. Poolings and
 flips share one decoding and forward pass per resize policy (core.embed.embed_variants), so the grid
@@ -18,16 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.backbone import EncoderSpec, build_encoder  # noqa: E402
-from core.embed import embed_variants, recipe_reader  # noqa: E402
-from core.recipe import POOLINGS, RESIZE_POLICIES, load_recipe  # noqa: E402
-from eval.evaluate import labeled_metrics  # noqa: E402
-from eval.metrics import KS  # noqa: E402
+from core.backbone import EncoderSpec, build_encoder
+from core.embed import embed_variants, recipe_reader
+from core.metrics import KS
+from core.pool import build_pool
+from core.recipe import POOLINGS, RESIZE_POLICIES, load_recipe
+from core.scoring import labeled_metrics
 
 HEADLINE = ["resize", "pooling", "flip", "overall hit@1", "overall hit@3", "overall hit@10", "overall map"]
-from core.pool import build_pool  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

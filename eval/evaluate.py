@@ -5,88 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections import defaultdict
-from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig
 
-from adapt.postprocess import PostProcessor
-from core.backbone import Encoder, EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, recipe_reader
-from core.images import ImageReader
-from core.pool import LabeledSet, Pool, recipe_pool
+from core.backbone import EncoderSpec, build_encoder
+from core.embed import embed_images, recipe_reader
+from core.metrics import KS
+from core.pool import recipe_pool
+from core.post import PostProcessor
 from core.recipe import to_dict
 from core.runs import RunDir
+from core.scoring import labeled_metrics, synthetic_metrics
 from core.seeding import seed_everything
-from eval.metrics import KS, summarize, target_ranks
-from eval.stats import embedding_stats, pair_stats
-from eval.synthetic import SyntheticQueries, make_synthetic_queries
+from core.stats import embedding_stats
 
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = tuple(f"hit@{k}" for k in KS) + ("map", "mrr", "n_queries")
-
-
-def _rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int], list[list[int]], list[str]]:
-    """The set's queries and targets as rows of ``emb`` (skipped images dropped)."""
-    row = {name: i for i, name in enumerate(emb.names)}
-    queries, targets, subsets = [], [], []
-    for q, ts, subset in zip(labeled.queries, labeled.targets, labeled.subsets, strict=True):
-        if pool.names[q] not in row:
-            continue
-        queries.append(row[pool.names[q]])
-        targets.append([row[pool.names[t]] for t in ts if pool.names[t] in row])
-        subsets.append(subset)
-    return queries, targets, subsets
-
-
-def labeled_metrics(pool: Pool, emb: Embeddings) -> tuple[dict, dict]:
-    """Per-set metrics (with a ``subsets`` breakdown by the ``set`` column) and the pooled overall."""
-    per_set, all_ranks = {}, []
-    for labeled in pool.labeled:
-        queries, targets, subsets = _rows_of(labeled, pool, emb)
-        ranks = target_ranks(emb.vectors, queries, targets)
-        all_ranks.extend(ranks)
-        groups: dict[str, list[np.ndarray]] = defaultdict(list)
-        for subset, r in zip(subsets, ranks, strict=True):
-            groups[subset].append(r)
-        per_set[labeled.name] = {**summarize(ranks), "n_unmatched": labeled.unmatched,
-                                 "subsets": {s: summarize(r) for s, r in sorted(groups.items())}}
-    return per_set, summarize(all_ranks)
-
-
-def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings, embed_cfg,
-                    save_to: Path | None = None, post: PostProcessor | None = None,
-                    pool_paths: list[Path] | None = None) -> dict:
-    """Hit@k of the synthetic photos, each ranked against ``emb`` (rows = its sources) and each other.
-
-    With ``post``, the photos join the pool (files ``pool_paths``) before its steps, as any image would.
-    """
-    syn = embed_images(encoder, queries.paths, queries.names, embed_cfg, desc="embed synthetic")
-    if save_to is not None:
-        syn.save(save_to)
-    joint = Embeddings.concat([emb, syn])
-    if post is not None and post.active:
-        joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
-    rows = list(range(len(emb), len(emb) + len(syn)))
-    return {**summarize(target_ranks(joint.vectors, rows, [[s] for s in queries.sources])),
-            "stats": pair_stats(joint.vectors, rows, list(queries.sources))}
-
-
-def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], emb: Embeddings,
-                      encoder: Encoder, reader: ImageReader, post: PostProcessor | None = None) -> dict | None:
-    """Make the recipe's held-out synthetic photos of pool images and score them (None if disabled).
-
-    ``pool_paths`` are the files of ``emb``'s rows, in order.
-    """
-    count = int(recipe.synthetic.num_queries)
-    if count <= 0 or len(emb) < 2:
-        return None
-    queries = make_synthetic_queries(pool_paths, emb.names, count, int(recipe.synthetic.seed),
-                                     run.path / "synthetic", reader)
-    return score_synthetic(encoder, queries, emb, recipe.embed, run.path / "synthetic" / "embeddings", post,
-                           pool_paths)
 
 
 def evaluate(recipe: DictConfig) -> dict:

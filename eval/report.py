@@ -24,11 +24,11 @@ from core.embed import Embeddings
 from core.errors import ImageDecodeError, MissingInputError, command_line
 from core.figures import plt, save_png
 from core.images import ImageReader, shrink_to
+from core.metrics import target_ranks
 from core.pool import Pool, recipe_pool
 from core.recipe import load_recipe
 from core.search import topk
-from eval.metrics import target_ranks
-from eval.stats import hubness
+from core.stats import hubness
 
 THUMB = 160
 

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from adapt.postprocess import PostProcessor
 from core.atomic import atomic_path, check_writable
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
 from core.errors import CuratorError, RecipeError, command_line
 from core.images import list_images
+from core.post import PostProcessor
 from core.recipe import parse_cli
 from core.runs import RunDir
 from core.seeding import seed_everything

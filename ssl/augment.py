@@ -45,6 +45,9 @@ import torch
 
 from core.errors import command_line
 from core.images import ImageReader, list_images, shrink_to
+from core.recipe import load_recipe
+from core.sample import ensure_sample
+from ssl.config import PretrainRecipe
 
 FRAME_COLOURS = ((45, 32, 20), (125, 90, 45), (195, 165, 95), (25, 25, 25), (235, 232, 225), (90, 60, 40))
 REFLECT = cv2.BORDER_REFLECT_101
@@ -191,6 +194,15 @@ def pair_views(size: int, scale: Sequence[float], mean: Sequence[float], std: Se
     return ViewMaker([size, size], [tuple(scale)] * 2, mean, std, photo_p, max_side)
 
 
+def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3) -> ViewMaker:
+    """The views of the recipe's method, normalised with ``mean``/``std`` (the backbone's)."""
+    v = recipe.views
+    if recipe.method == "dino":
+        return dino_views(v.global_size, v.local_size, v.n_local, v.global_scale, v.local_scale, mean, std,
+                          v.photo_p, v.max_side)
+    return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side)
+
+
 def write_view_grid(paths: Sequence[Path], maker: ViewMaker, out: Path, seed: int = 0,
                     reader: ImageReader | None = None) -> Path:
     """Draw each image beside its views (one row per image) into the PNG ``out``."""
@@ -215,10 +227,6 @@ def write_view_grid(paths: Sequence[Path], maker: ViewMaker, out: Path, seed: in
 
 @command_line
 def main(argv: list[str]) -> int:
-    from core.recipe import load_recipe
-    from core.sample import ensure_sample
-    from ssl.config import PretrainRecipe, view_maker
-
     parser = argparse.ArgumentParser(prog="python -m ssl.augment",
                                      description="Draw the training views of a recipe as a PNG grid.")
     parser.add_argument("recipe", nargs="?", default=None, help="a pretraining recipe (default: recipes/dino.yaml)")

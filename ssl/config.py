@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
 from core.errors import RecipeError
 from core.recipe import Recipe, TuneConfig, check_choices
-from ssl.augment import ViewMaker, dino_views, pair_views
 
 METHODS = ("dino", "simclr")
 EXPORTS = ("teacher", "student")
@@ -128,13 +126,3 @@ class PretrainRecipe(Recipe):
         if cfg.train.head_warmup_epochs >= cfg.train.epochs and cfg.tune.mode != "head":
             raise RecipeError(f"train.head_warmup_epochs={cfg.train.head_warmup_epochs} leaves no epoch to adapt "
                               f"the backbone in train.epochs={cfg.train.epochs}. Fix: lower it or raise the epochs")
-
-
-def view_maker(recipe: DictConfig, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3
-               ) -> ViewMaker:
-    """The views of the recipe's method, normalised with ``mean``/``std`` (the backbone's)."""
-    v = recipe.views
-    if recipe.method == "dino":
-        return dino_views(v.global_size, v.local_size, v.n_local, v.global_scale, v.local_scale, mean, std,
-                          v.photo_p, v.max_side)
-    return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side)

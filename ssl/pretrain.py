@@ -25,11 +25,12 @@ from core.pool import Pool, recipe_pool
 from core.recipe import cli_parser, load_recipe, recipe_from_args
 from core.runs import RunDir
 from core.tuning import configure_tuning
-from eval.monitor import EvalMonitor
-from ssl.config import PretrainRecipe, view_maker
+from ssl.augment import view_maker
+from ssl.config import PretrainRecipe
 from ssl.dataset import ViewDataset
 from ssl.methods import METHODS, DINOModule
-from ssl.training import fit, quiet_known_warnings
+from ssl.monitor import EvalMonitor
+from ssl.training import finish, fit, quiet_known_warnings
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
         trainer, images = fit(recipe, run, module, dataset, [monitor, *callbacks], resume)
         if not trainer.is_global_zero:
             return {}
-        return monitor.finish(module, started, images, resume)
+        return finish(recipe, run, module, monitor.history, started, images, resume)
 
 
 def _format(summary: dict) -> str:

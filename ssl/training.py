@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,9 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from core.errors import MissingInputError
+from core.recipe import to_dict
 from core.runs import RunDir
+from ssl.curves import plot_training_curves
 from ssl.dataset import EpochSampler
 from ssl.methods import SSLModule
 
@@ -87,3 +90,29 @@ def fit(recipe, run: RunDir, module: SSLModule, dataset: Dataset, callbacks: lis
              recipe.train.epochs, f", resuming from {last_ckpt}" if resume else "")
     trainer.fit(module, loader, ckpt_path=str(last_ckpt) if resume else None)
     return trainer, len(loader) * int(recipe.train.batch_size) * int(recipe.train.epochs)
+
+
+def finish(recipe, run: RunDir, module: SSLModule, history: list[dict], started: float, images: int,
+           resumed: bool) -> dict:
+    """Save the encoder and the curves; write and return the run summary (``metrics.json``).
+
+    ``history``: the monitor's evaluation records (epoch 0 first); ``images``: items trained on.
+    """
+    encoder = module.export_encoder()
+    encoder_path = run.path / "encoder.pt"
+    encoder.save(encoder_path)
+    if history:
+        plot_training_curves(history, run.path / "curves.png", title=f"{recipe.name} ({recipe.method})")
+    eval_s = sum(r.get("eval_s", 0.0) for r in history)
+    total_s = time.perf_counter() - started
+    summary = {
+        "method": recipe.method, "encoder": str(encoder_path), "epochs": int(recipe.train.epochs),
+        "first": history[0] if history else None, "last": history[-1] if history else None,
+        "time_s": {"total": round(total_s, 1), "evaluation": round(eval_s, 1)},
+        "backbone": encoder.describe(), "recipe": to_dict(recipe), "run_dir": str(run.path),
+    }
+    if not resumed:  # a resumed run's wall time covers only part of its training
+        summary["train_images_per_s"] = round(images / max(total_s - eval_s, 1e-9), 2)
+    run.write_metrics(summary)
+    log.info("wrote %s (%.0f s in all, %.0f s evaluating)", encoder_path, total_s, eval_s)
+    return summary

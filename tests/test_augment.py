@@ -6,8 +6,8 @@ import torch
 
 from core.images import decode_image, list_images
 from core.recipe import load_recipe
-from ssl.augment import FrameAndWall, visitor_photo
-from ssl.config import PretrainRecipe, view_maker
+from ssl.augment import FrameAndWall, view_maker, visitor_photo
+from ssl.config import PretrainRecipe
 from tests.conftest import ROOT, run_cli
 
 

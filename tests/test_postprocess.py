@@ -5,13 +5,13 @@ import cv2
 import numpy as np
 import pytest
 
-from adapt.postprocess import PostProcessor, Whitening, concat_blocks, fuse_verified, neighbour_average
-from adapt.verify import count_inliers, extract_features
 from core.embed import Embeddings
 from core.errors import RecipeError
 from core.images import decode_image, list_images
+from core.post import PostProcessor, Whitening, concat_blocks, fuse_verified, neighbour_average
 from core.recipe import load_recipe
 from core.search import topk
+from core.verify import count_inliers, extract_features
 from tests.conftest import run_cli
 
 

@@ -9,7 +9,8 @@ from core.images import decode_image
 from core.pool import recipe_pool
 from core.recipe import load_recipe
 from core.tuning import configure_tuning
-from ssl.config import PretrainRecipe, view_maker
+from ssl.augment import view_maker
+from ssl.config import PretrainRecipe
 from ssl.methods import METHODS
 from ssl.pretrain import pretrain
 from tests.conftest import ROOT, run_cli

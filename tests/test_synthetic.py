@@ -3,7 +3,7 @@ import hashlib
 import pandas as pd
 
 from core.images import decode_image, list_images
-from eval.synthetic import make_synthetic_queries
+from core.synthetic import make_synthetic_queries
 
 
 def test_synthetic_queries_are_deterministic_photos_of_their_sources(sample_root, tmp_path):

@@ -15,7 +15,7 @@ Steps run in the order of ``post.steps``:
   neighbourhood averaging as DBA; after ``dba`` it is a second round over the augmented vectors,
   with its own k and alpha.
 - ``fusion``: verified-match fusion. Each image's k nearest neighbours are checked geometrically
-  (SIFT + RANSAC homography, ``adapt.verify``); a pair with enough inliers moves both embeddings
+  (SIFT + RANSAC homography, ``core.verify``); a pair with enough inliers moves both embeddings
   towards each other by ``weight``. Off by default: it costs a feature extraction per image and k
   matches per image, and it uses the pixels beyond the embedding model, which competition rules
   may frown on.
@@ -35,12 +35,12 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from adapt.verify import Verifier
 from core.atomic import atomic_path
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
 from core.images import ImageReader
 from core.search import topk
+from core.verify import Verifier
 
 log = logging.getLogger(__name__)
 

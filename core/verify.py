@@ -2,7 +2,7 @@
 
 Paintings are planar, so two photos of the same painting are related by a homography: many
 correspondences that agree with one homography make a near-certain match, whatever the embedding
-says. Used to fuse verified neighbours (``adapt.postprocess``) and to clean mined pairs.
+says. Used to fuse verified neighbours (``core.post``) and to clean mined pairs.
 
 Cost (measured by benchmarks/postprocess.py): SIFT on a 512-px image is tens of milliseconds, a
 match plus RANSAC a few; features are computed once per image and kept in memory.

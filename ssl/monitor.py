@@ -7,7 +7,9 @@ NN1-NN2 margin. Records go to ``metrics.jsonl`` (one line per evaluation, with t
 loss, learning rates and teacher momentum) and to the Lightning logger. Epoch 0 is the model
 before any training: the zero-shot row.
 
-Any LightningModule with an ``export_encoder()`` method can be monitored.
+Any LightningModule with an ``export_encoder()`` method can be monitored. The monitor only records:
+the run's outputs (``encoder.pt``, ``curves.png``, ``metrics.json``) are written by
+``ssl.training.finish``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,10 @@ from omegaconf import DictConfig
 from core.embed import Embeddings, embed_images
 from core.images import make_reader
 from core.pool import Pool
-from core.recipe import to_dict
 from core.runs import RunDir
-from eval.curves import plot_training_curves
-from eval.evaluate import labeled_metrics, score_synthetic
-from eval.stats import embedding_stats
-from eval.synthetic import make_synthetic_queries
+from core.scoring import labeled_metrics, score_synthetic
+from core.stats import embedding_stats
+from core.synthetic import make_synthetic_queries
 
 log = logging.getLogger(__name__)
 
@@ -122,25 +122,3 @@ class EvalMonitor(pl.Callback):
         # The schedules' values at the epoch's last step (learning rates, DINO's teacher momentum).
         logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("lr", "head_lr", "momentum")}
         self.evaluate(pl_module, epoch, trainer.global_step, loss, logged)
-
-    def finish(self, pl_module: pl.LightningModule, started: float, images: int, resumed: bool) -> dict:
-        """Save the encoder and the curves; write and return the run summary (``metrics.json``)."""
-        encoder = pl_module.export_encoder()
-        encoder_path = self.run.path / "encoder.pt"
-        encoder.save(encoder_path)
-        history, recipe = self.history, self.recipe
-        if history:
-            plot_training_curves(history, self.run.path / "curves.png", title=f"{recipe.name} ({recipe.method})")
-        eval_s = sum(r.get("eval_s", 0.0) for r in history)
-        total_s = time.perf_counter() - started
-        summary = {
-            "method": recipe.method, "encoder": str(encoder_path), "epochs": int(recipe.train.epochs),
-            "first": history[0] if history else None, "last": history[-1] if history else None,
-            "time_s": {"total": round(total_s, 1), "evaluation": round(eval_s, 1)},
-            "backbone": encoder.describe(), "recipe": to_dict(recipe), "run_dir": str(self.run.path),
-        }
-        if not resumed:  # a resumed run's wall time covers only part of its training
-            summary["train_images_per_s"] = round(images / max(total_s - eval_s, 1e-9), 2)
-        self.run.write_metrics(summary)
-        log.info("wrote %s (%.0f s in all, %.0f s evaluating)", encoder_path, total_s, eval_s)
-        return summary
