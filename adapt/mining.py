@@ -28,7 +28,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from core.atomic import atomic_write_text
-from core.search import topk
+from core.pool import row_index
+from core.search import is_mutual, topk
 from core.verify import Verifier
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def mine_pairs(vectors: np.ndarray, names: Sequence[str], paths: Sequence[Path],
     sims, idx = topk(vectors, None, k=min(k, len(vectors) - 1))
     nn = idx[:, 0]
     rows = np.arange(len(vectors))
-    a = rows[(nn[nn] == rows) & (rows < nn)]
+    a = rows[is_mutual(nn) & (rows < nn)]
     b = nn[a]
     margin_row = sims[:, 0] - sims[:, 1] if sims.shape[1] > 1 else sims[:, 0]
     table = pd.DataFrame({"a": a, "b": b, "name_a": [names[i] for i in a], "name_b": [names[i] for i in b],
@@ -91,7 +92,7 @@ def mine_pairs(vectors: np.ndarray, names: Sequence[str], paths: Sequence[Path],
 
 def true_pairs(pool, names: Sequence[str]) -> set[tuple[int, int]]:
     """The labeled query–target pairs of ``pool`` as unordered row pairs of ``names``."""
-    row = {n: i for i, n in enumerate(names)}
+    row = row_index(names)
     out = set()
     for labeled in pool.labeled:
         for q, ts in zip(labeled.queries, labeled.targets, strict=True):

@@ -25,6 +25,7 @@ from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images, recipe_reader
 from core.errors import MissingInputError, command_line
 from core.images import make_reader
+from core.metrics import HITS_LABEL, format_hits
 from core.pool import Pool, recipe_pool
 from core.recipe import parse_cli, to_dict
 from core.runs import RunDir
@@ -64,8 +65,7 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
     sub = OmegaConf.merge(recipe, {"run_dir": str(run.path / f"round{n}"), "model": {"weights": weights}})
     round_run = RunDir.create(sub)
     encoder, emb = _full_pool(recipe, pool, weights, f"round {n}: embed pool")
-    by_name = dict(zip(pool.names, pool.paths, strict=True))
-    paths = [by_name[name] for name in emb.names]
+    paths = pool.paths_of(emb.names)
     table = mine_pairs(emb.vectors, emb.names, paths, recipe.mining, verifier, bool(recipe.embed.progress))
     truth = true_pairs(pool, emb.names)
     write_pairs(table, truth, round_run.path / "pairs.csv")
@@ -136,15 +136,15 @@ def _format(summary: dict) -> str:
     columns = (("kept", "kept", 6), ("kept_wrong", "wrong", 7), ("kept_unjudged", "unjudged", 10),
                ("precision", "precision", 11), ("labeled_precision", "labeled", 10), ("recall", "recall", 8))
     header = "".join(f"{label:>{w}}" for _, label, w in columns)
-    lines = [f"{'round':<6}{header}   Hit@1/3/10 of the pool before"]
+    lines = [f"{'round':<6}{header}   {HITS_LABEL} of the pool before"]
     for r in summary["rounds"]:
         m, b = r["mining"], r["pool_before"]
         cells = "".join(f"{_number(m.get(k)):>{w}}" for k, _, w in columns)
-        hits = f"{b['hit@1']:.3f}/{b['hit@3']:.3f}/{b['hit@10']:.3f}" if b else "-"
+        hits = format_hits(b) if b else "-"
         lines.append(f"{r['round']:<6}{cells}   {hits}")
     a = summary["pool_after"]
     if a:
-        lines.append(f"after the last round: Hit@1/3/10 {a['hit@1']:.3f}/{a['hit@3']:.3f}/{a['hit@10']:.3f}")
+        lines.append(f"after the last round: {HITS_LABEL} {format_hits(a)}")
     lines.append(f"encoder: {summary['encoder']}")
     return "\n".join(lines)
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from core.embed import Embeddings
-from core.metrics import summarize, target_ranks
-from core.pool import recipe_pool
+from core.metrics import HIT_KEYS, summarize, target_ranks
+from core.pool import recipe_pool, row_index
 from core.post import PostProcessor, concat_blocks
 from core.recipe import load_recipe
 from core.scoring import labeled_metrics
@@ -53,7 +53,7 @@ def _synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int]] | No
         return None
     syn = Embeddings.load(folder / "embeddings")
     pairs = pd.read_csv(folder / "pairs.csv")
-    row = {n: i for i, n in enumerate(pool.names)}
+    row = row_index(pool.names)
     return syn, [row[t] for t in pairs["target"]]
 
 
@@ -61,8 +61,7 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
     base = load_recipe(run / "recipe.yaml")
     pool = recipe_pool(base)
     emb = Embeddings.load(run / "embeddings")
-    by_name = dict(zip(pool.names, pool.paths, strict=True))
-    paths = [by_name[n] for n in emb.names]
+    paths = pool.paths_of(emb.names)
     synthetic = _synthetic(run, emb)
     syn_paths = [run / "synthetic" / "images" / Path(n).name for n in synthetic[0].names] if synthetic else []
     blocks = {"": (emb, synthetic[0] if synthetic else None)}
@@ -87,7 +86,7 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
             seconds = time.perf_counter() - t0
             verifier = post.verifier or verifier
             overall = labeled_metrics(pool, out)[1]
-            row = {"run": run.name, "post": prefix + label, **{k: overall[k] for k in ("hit@1", "hit@3", "hit@10")},
+            row = {"run": run.name, "post": prefix + label, **{k: overall[k] for k in HIT_KEYS},
                    "map": overall["map"], "seconds": round(seconds, 2), "verified_pairs": post.verified_pairs}
             if start_syn is not None:
                 joint = post.apply(Embeddings.concat([start, start_syn]), [*paths, *syn_paths], save=False)
@@ -96,7 +95,7 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
                                                                 [[t] for t in synthetic[1]]))["hit@3"]
             rows.append(row)
             print(f"{row['run']:<28}{row['post']:<60}" + " ".join(
-                f"{row[k]:.3f}" for k in ("hit@1", "hit@3", "hit@10")) +
+                f"{row[k]:.3f}" for k in HIT_KEYS) +
                 f"  syn {row.get('synthetic_hit@3', float('nan')):.3f}  {row['seconds']:7.2f} s", flush=True)
     return rows
 

@@ -20,12 +20,12 @@ import pandas as pd
 
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_variants, recipe_reader
-from core.metrics import KS
+from core.metrics import HIT_KEYS, KS
 from core.pool import build_pool
 from core.recipe import POOLINGS, RESIZE_POLICIES, load_recipe
 from core.scoring import labeled_metrics
 
-HEADLINE = ["resize", "pooling", "flip", "overall hit@1", "overall hit@3", "overall hit@10", "overall map"]
+HEADLINE = ["resize", "pooling", "flip", *(f"overall {k}" for k in HIT_KEYS), "overall map"]
 
 
 def main(argv: list[str]) -> None:
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
             for figures in per_set.values():
                 for subset, f in figures["subsets"].items():
                     row.update({f"{subset} hit@{k}": f[f"hit@{k}"] for k in KS})
-            row.update({f"overall {k}": overall[k] for k in ("hit@1", "hit@3", "hit@10", "map")})
+            row.update({f"overall {k}": overall[k] for k in (*HIT_KEYS, "map")})
             row["embed_s (6 variants)"] = round(seconds, 1)
             rows.append(row)
             emb.save(out / "embeddings" / f"{policy}-{name}")

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The cut-offs every report uses; Hit@3 is the competition's measure.
 KS = (1, 3, 10)
+HIT_KEYS = tuple(f"hit@{k}" for k in KS)
+HITS_LABEL = "Hit@" + "/".join(str(k) for k in KS)
+
+
+def format_hits(figures: dict) -> str:
+    """``figures``' Hit@k at every cut-off, e.g. ``0.500/0.650/0.707`` (see ``HITS_LABEL``)."""
+    return "/".join(f"{figures[k]:.3f}" for k in HIT_KEYS)
 
 
 def target_ranks(vectors: np.ndarray, queries: Sequence[int], targets: Sequence[Sequence[int]],

@@ -8,6 +8,7 @@ distinct; a file reached twice (say a labeled set inside ``data.root``) is kept 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,15 @@ from core.images import list_images
 from core.sample import ensure_sample
 
 log = logging.getLogger(__name__)
+
+
+def row_index(names: Sequence[str]) -> dict[str, int]:
+    """Each name's row in ``names`` (the one map from a pool or embedding name to its row).
+
+    >>> row_index(["a/x.png", "b/y.png"])["b/y.png"]
+    1
+    """
+    return {name: i for i, name in enumerate(names)}
 
 
 @dataclass
@@ -63,6 +73,11 @@ class Pool:
             self.names.append(f"{source}/{path.relative_to(folder).as_posix()}")
             self.sources.append(source)
         return source
+
+    def paths_of(self, names: Sequence[str]) -> list[Path]:
+        """The files behind pool ``names`` (e.g. the rows an embedding kept), in their order."""
+        row = row_index(self.names)
+        return [self.paths[row[name]] for name in names]
 
     def index_of(self, path: Path) -> int | None:
         return self._index.get(path.resolve())

@@ -15,7 +15,7 @@ from core.backbone import Encoder
 from core.embed import Embeddings, embed_images
 from core.images import ImageReader
 from core.metrics import summarize, target_ranks
-from core.pool import LabeledSet, Pool
+from core.pool import LabeledSet, Pool, row_index
 from core.post import PostProcessor
 from core.runs import RunDir
 from core.stats import pair_stats
@@ -24,7 +24,7 @@ from core.synthetic import SyntheticQueries, make_synthetic_queries
 
 def _rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int], list[list[int]], list[str]]:
     """The set's queries and targets as rows of ``emb`` (skipped images dropped)."""
-    row = {name: i for i, name in enumerate(emb.names)}
+    row = row_index(emb.names)
     queries, targets, subsets = [], [], []
     for q, ts, subset in zip(labeled.queries, labeled.targets, labeled.subsets, strict=True):
         if pool.names[q] not in row:

@@ -119,11 +119,19 @@ def topk(queries: np.ndarray, db: np.ndarray | None = None, k: int = 10, *, back
     return _settle_ties(sims, idx, k, queries, db, self_search)
 
 
+def is_mutual(nn: np.ndarray) -> np.ndarray:
+    """Which rows are their nearest neighbour's nearest neighbour, from each row's NN index ``nn``.
+
+    >>> is_mutual(np.array([1, 0, 1])).tolist()  # 0 and 1 choose each other; 2 chooses 1
+    [True, True, False]
+    """
+    return nn[nn] == np.arange(len(nn))
+
+
 def mutual_nearest_neighbours(vectors: np.ndarray, *, backend: str = "auto"
                               ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i < j, that are each other's nearest neighbour, and their similarities."""
     sims, idx = topk(vectors, None, k=1, backend=backend)
     nn = idx[:, 0]
-    i = np.arange(len(vectors))
-    mutual = (nn[nn] == i) & (i < nn)
-    return np.stack([i[mutual], nn[mutual]], axis=1), sims[mutual, 0]
+    mutual = is_mutual(nn) & (np.arange(len(nn)) < nn)
+    return np.stack([np.flatnonzero(mutual), nn[mutual]], axis=1), sims[mutual, 0]

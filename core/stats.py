@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.search import topk
+from core.search import is_mutual, topk
 
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -92,6 +92,6 @@ def embedding_stats(vectors: np.ndarray, norms: np.ndarray, names: list[str] | N
         nn = idx[:, 0]
         out.update(_quantiles("nn1", sims[:, 0]))
         out.update(_quantiles("nn_margin", sims[:, 0] - sims[:, 1]))
-        out["mutual_nn_rate"] = float(np.mean(nn[nn] == np.arange(n)))
+        out["mutual_nn_rate"] = float(np.mean(is_mutual(nn)))
         out.update(hubness(idx, names))
     return out

@@ -23,13 +23,13 @@ from adapt.config import PseudolabelRecipe
 from core.atomic import atomic_write_text
 from core.errors import CuratorError, MissingInputError, command_line
 from core.figures import plt, save_png
+from core.metrics import HIT_KEYS
 from core.recipe import Recipe, load_recipe, to_dict
 from core.runs import RunDir
 from ssl.config import PretrainRecipe
 
 # Recipe keys that differ between any two runs by nature, not by choice.
 IGNORED_KEYS = ("run_dir", "name", "submission", "embed.progress")
-KS = ("hit@1", "hit@3", "hit@10")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -55,10 +55,10 @@ def load_run(path: Path) -> dict:
     row: dict = {"run": path.name, "kind": metrics.get("kind") or ("train" if trained else "eval"),
                  "pool": (figures or {}).get("monitor_pool") if trained else metrics.get("pool_size")}
     overall = (figures or {}).get("overall") if trained else metrics
-    for k in KS:
+    for k in HIT_KEYS:
         row[k] = overall.get(k) if overall else None
     for name, fig in ((figures or {}).get("sets") or {}).items():
-        for k in KS:
+        for k in HIT_KEYS:
             row[f"{name} {k}"] = fig.get(k)
     synthetic = (figures or {}).get("synthetic")
     row["synthetic hit@3"] = synthetic.get("hit@3") if synthetic else None

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images, recipe_reader
-from core.metrics import KS
+from core.metrics import HIT_KEYS
 from core.pool import recipe_pool
 from core.post import PostProcessor
 from core.recipe import to_dict
@@ -21,7 +21,7 @@ from core.stats import embedding_stats
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = tuple(f"hit@{k}" for k in KS) + ("map", "mrr", "n_queries")
+METRIC_KEYS = (*HIT_KEYS, "map", "mrr", "n_queries")
 
 
 def evaluate(recipe: DictConfig) -> dict:
@@ -38,8 +38,7 @@ def evaluate(recipe: DictConfig) -> dict:
                            skip_corrupt=recipe.data.skip_corrupt, desc="embed pool")
         embed_s = time.perf_counter() - t0
         emb.save(run.embeddings_dir)
-        embedded = set(emb.names)
-        paths = [p for p, n in zip(pool.paths, pool.names, strict=True) if n in embedded]
+        paths = pool.paths_of(emb.names)
         post = PostProcessor(recipe, run.path / "post")
         final = post.apply(emb, paths) if post.active else emb
         if post.active:

@@ -25,7 +25,7 @@ from core.errors import ImageDecodeError, MissingInputError, command_line
 from core.figures import plt, save_png
 from core.images import ImageReader, shrink_to
 from core.metrics import target_ranks
-from core.pool import Pool, recipe_pool
+from core.pool import Pool, recipe_pool, row_index
 from core.recipe import load_recipe
 from core.search import topk
 from core.stats import hubness
@@ -86,13 +86,12 @@ def _run_inputs(run: Path) -> tuple[Pool, Embeddings, list[Path]]:
         raise MissingInputError(f"{run} was evaluated without a labeled set: there is nothing to mark as hit or "
                                 "miss. Fix: evaluate with data.labeled=[SET]")
     emb = Embeddings.load(folder)
-    by_name = dict(zip(pool.names, pool.paths, strict=True))
-    return pool, emb, [by_name[n] for n in emb.names]
+    return pool, emb, pool.paths_of(emb.names)
 
 
 def query_results(pool: Pool, emb: Embeddings, k: int) -> list[QueryResult]:
     """Every labeled query's top-k: failures first (worst first), then hits, then queries with no target."""
-    row = {n: i for i, n in enumerate(emb.names)}
+    row = row_index(emb.names)
     sims, idx = topk(emb.vectors, None, k=min(k, len(emb) - 1))
     results = []
     for labeled in pool.labeled:

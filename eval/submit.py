@@ -24,6 +24,7 @@ from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
 from core.errors import CuratorError, RecipeError, command_line
 from core.images import list_images
+from core.pool import row_index
 from core.post import PostProcessor
 from core.recipe import parse_cli
 from core.runs import RunDir
@@ -114,8 +115,8 @@ def submit(recipe: DictConfig) -> dict:
         emb.save(run.embeddings_dir)
         post = PostProcessor(recipe, run.path / "post")
         if post.active:
-            embedded = set(emb.names)
-            emb = post.apply(emb, [p for p, n in zip(paths, names, strict=True) if n in embedded])
+            row = row_index(names)
+            emb = post.apply(emb, [paths[row[n]] for n in emb.names])
         out = Path(recipe.submission or run.path / "submission.csv")
         write_submission(emb, out)
         if emb.skipped:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from core.embed import Embeddings, embed_images
 from core.images import make_reader
+from core.metrics import HIT_KEYS
 from core.pool import Pool
 from core.runs import RunDir
 from core.scoring import labeled_metrics, score_synthetic
@@ -85,9 +86,9 @@ class EvalMonitor(pl.Callback):
         self.history.append(record)
         flat = {"eval/effective_rank": stats["effective_rank"]}
         if synthetic:
-            flat.update({f"eval/synthetic_{k}": synthetic[k] for k in ("hit@1", "hit@3", "hit@10")})
+            flat.update({f"eval/synthetic_{k}": synthetic[k] for k in HIT_KEYS})
         if overall:
-            flat.update({f"eval/labeled_{k}": overall[k] for k in ("hit@1", "hit@3", "hit@10")})
+            flat.update({f"eval/labeled_{k}": overall[k] for k in HIT_KEYS})
         if pl_module.logger is not None:
             pl_module.logger.log_metrics({**flat, "epoch": epoch}, step=step)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in flat.items()))

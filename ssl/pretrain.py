@@ -21,6 +21,7 @@ from core.backbone import Encoder, EncoderSpec, build_encoder
 from core.embed import embed_images
 from core.errors import MissingInputError, command_line
 from core.images import make_reader
+from core.metrics import HITS_LABEL, format_hits
 from core.pool import Pool, recipe_pool
 from core.recipe import cli_parser, load_recipe, recipe_from_args
 from core.runs import RunDir
@@ -83,8 +84,7 @@ def _format(summary: dict) -> str:
         if record.get("synthetic"):
             parts.append(f"synthetic Hit@3 {record['synthetic']['hit@3']:.3f}")
         if record.get("overall"):
-            o = record["overall"]
-            parts.append(f"labeled Hit@1/3/10 {o['hit@1']:.3f}/{o['hit@3']:.3f}/{o['hit@10']:.3f}")
+            parts.append(f"labeled {HITS_LABEL} {format_hits(record['overall'])}")
         parts.append(f"effective rank {record['effective_rank']:.1f}")
         lines.append(f"{label:<7}" + ", ".join(parts))
     lines.append(f"encoder: {summary['encoder']}  ({summary['time_s']['total']:.0f} s)")
