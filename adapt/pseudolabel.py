@@ -63,7 +63,7 @@ def _full_pool(recipe: DictConfig, pool: Pool, weights: str, desc: str):
 def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, verifier: Verifier | None) -> dict:
     started = time.perf_counter()
     sub = OmegaConf.merge(recipe, {"run_dir": str(run.path / f"round{n}"), "model": {"weights": weights}})
-    round_run = RunDir.create(sub)
+    round_run = RunDir.create(sub, "refine")
     encoder, emb = _full_pool(recipe, pool, weights, f"round {n}: embed pool")
     paths = pool.paths_of(emb.names)
     table = mine_pairs(emb.vectors, emb.names, paths, recipe.mining, verifier, bool(recipe.embed.progress))
@@ -82,7 +82,7 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
         log.warning("round %d kept %d pairs, fewer than train.batch_size=%d: training on batches of %d", n,
                     len(kept), sub.train.batch_size, len(kept))
         sub.train.batch_size = len(kept)
-        RunDir.create(sub)  # the snapshot says what was trained
+        RunDir.create(sub, "refine")  # the snapshot says what was trained
     module = SimCLRModule(configure_tuning(encoder.train(), sub.tune), sub)
     dataset = PairViewDataset([(paths[a], paths[b]) for a, b in zip(kept["a"], kept["b"], strict=True)],
                               make_reader(sub.data, int(sub.views.max_side)),
@@ -101,7 +101,7 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
 def pseudolabel(recipe: DictConfig) -> dict:
     """Run ``recipe.rounds`` rounds of mine -> refine; write RUN/metrics.json and metrics.jsonl."""
     started = time.perf_counter()
-    run = RunDir.create(recipe)
+    run = RunDir.create(recipe, "pseudolabel")
     with run.logging_to_file(), quiet_known_warnings():
         pl.seed_everything(int(recipe.seed), workers=True, verbose=False)
         pool = recipe_pool(recipe)

@@ -4,7 +4,7 @@ Layout::
 
     RUN/recipe.yaml      the fully resolved recipe that produced the run
     RUN/log.txt          everything logged during the run (skipped files, timings...)
-    RUN/metrics.json     the final figures
+    RUN/metrics.json     the final figures, headed by the run's ``kind`` and the layout's ``schema``
     RUN/metrics.jsonl    one line per epoch or round, for runs that train
     RUN/embeddings/      embeddings.npy, norms.npy, names.json
 """
@@ -26,6 +26,12 @@ from core.recipe import to_yaml
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# What wrote a run: python -m eval, eval.submit, ssl.pretrain, one round of adapt.pseudolabel, the
+# whole adapt.pseudolabel. Readers (eval.compare) choose how to read a run by it.
+KINDS = ("evaluate", "submit", "pretrain", "refine", "pseudolabel")
+# The layout of metrics.json. 2: "kind" and "schema" recorded; runs without them are layout 1.
+METRICS_SCHEMA = 2
+
 
 def _new_folder(base: Path) -> Path:
     """Create ``base``, or ``base-2``, ``base-3``... whichever is free first.
@@ -43,12 +49,15 @@ def _new_folder(base: Path) -> Path:
 
 
 class RunDir:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, kind: str | None = None):
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"run kind {kind!r} is not one of {KINDS}")
         self.path = Path(path)
+        self.kind = kind
         self.path.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def create(cls, recipe: DictConfig, root: str | Path = "runs") -> RunDir:
+    def create(cls, recipe: DictConfig, kind: str, root: str | Path = "runs") -> RunDir:
         """The recipe's ``run_dir``, or a new ``runs/NAME-YYYYmmdd-HHMMSS[-N]`` (written back into the
         recipe, so the snapshot says where it lives); snapshot the recipe there.
 
@@ -57,7 +66,7 @@ class RunDir:
         try:
             if not recipe.run_dir:
                 recipe.run_dir = str(_new_folder(Path(root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-            run = cls(recipe.run_dir)
+            run = cls(recipe.run_dir, kind)
             atomic_write_text(run.path / "recipe.yaml", to_yaml(recipe))
         except OutputError:
             raise
@@ -95,8 +104,12 @@ class RunDir:
             handler.close()
 
     def write_metrics(self, metrics: dict) -> Path:
+        """Write ``metrics.json``: the run's kind, the layout version, then ``metrics``."""
+        if self.kind is None:
+            raise ValueError(f"{self.path}: a run opened for reading has no kind to write metrics under")
         path = self.path / "metrics.json"
-        atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+        payload = {"kind": self.kind, "schema": METRICS_SCHEMA, **metrics}
+        atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
         return path
 
     def append_metrics_line(self, record: dict) -> None:

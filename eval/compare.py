@@ -40,53 +40,83 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_run(path: Path) -> dict:
-    """A run's figures as one flat row (no recipe columns yet)."""
+def _legacy_kind(metrics: dict) -> str:
+    """The kind of a run written before metrics.json recorded it (layout 1), told by its keys."""
+    if "rounds" in metrics:
+        return "pseudolabel"
+    if "last" in metrics:
+        return "pretrain"
+    return "submit" if "submission" in metrics else "evaluate"
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's ``metrics.json``, with its ``kind`` (also for runs written before kinds were recorded)."""
     metrics_file = path / "metrics.json"
     if not metrics_file.is_file():
-        raise MissingInputError(f"{path} has no metrics.json: not a finished run of python -m eval or "
-                                "ssl.pretrain. Fix: pass run directories, or finish the run (--resume)")
+        raise MissingInputError(f"{path} has no metrics.json: not a finished run of python -m eval, ssl.pretrain "
+                                "or adapt.pseudolabel. Fix: pass run directories, or finish the run (--resume)")
     metrics = json.loads(metrics_file.read_text())
-    if "rounds" in metrics:  # stage 2: the whole pool after the last round
-        metrics = {**(metrics.get("pool_after") or {}), "sets": {}, "time_s": metrics.get("time_s", {}),
-                   "kind": "pseudolabel", "pool_size": None}
-    trained = "last" in metrics
-    figures = metrics["last"] if trained else metrics
-    row: dict = {"run": path.name, "kind": metrics.get("kind") or ("train" if trained else "eval"),
-                 "pool": (figures or {}).get("monitor_pool") if trained else metrics.get("pool_size")}
-    overall = (figures or {}).get("overall") if trained else metrics
+    return {**metrics, "kind": metrics.get("kind") or _legacy_kind(metrics)}
+
+
+def _scores(metrics: dict) -> tuple[dict, dict | None, dict, int | None]:
+    """(figures holding sets/synthetic, overall Hit@k, embedding statistics, pool size) by run kind.
+
+    An evaluation is scored on its whole pool; a training run by its last monitor evaluation (on the
+    smaller monitoring pool); stage 2 on its whole pool after the last round.
+    """
+    kind = metrics["kind"]
+    if kind == "evaluate":
+        return metrics, metrics, metrics.get("stats", {}), metrics.get("pool_size")
+    if kind in ("pretrain", "refine"):
+        last = metrics.get("last") or {}
+        stats = {"effective_rank": last.get("effective_rank"), "nn_margin_mean": last.get("nn_margin_mean")}
+        return last, last.get("overall"), stats, last.get("monitor_pool")
+    if kind == "pseudolabel":
+        return {}, metrics.get("pool_after"), {}, None
+    raise MissingInputError(f"{metrics.get('run_dir') or 'this run'} is a {kind} run, which has no scores to "
+                            "compare. Fix: compare runs of python -m eval, ssl.pretrain or adapt.pseudolabel")
+
+
+def load_run(path: Path) -> dict:
+    """A run's figures as one flat row (no recipe columns yet)."""
+    metrics = read_metrics(path)
+    figures, overall, stats, pool = _scores(metrics)
+    row: dict = {"run": path.name, "kind": metrics["kind"], "pool": pool}
     for k in HIT_KEYS:
         row[k] = overall.get(k) if overall else None
-    for name, fig in ((figures or {}).get("sets") or {}).items():
+    for name, fig in (figures.get("sets") or {}).items():
         for k in HIT_KEYS:
             row[f"{name} {k}"] = fig.get(k)
-    synthetic = (figures or {}).get("synthetic")
+    synthetic = figures.get("synthetic")
     row["synthetic hit@3"] = synthetic.get("hit@3") if synthetic else None
-    stats = {} if trained else metrics.get("stats", {})
-    row["effective_rank"] = figures.get("effective_rank") if trained else stats.get("effective_rank")
-    row["nn_margin"] = figures.get("nn_margin_mean") if trained else stats.get("nn_margin_mean")
+    row["effective_rank"] = stats.get("effective_rank")
+    row["nn_margin"] = stats.get("nn_margin_mean")
     row["hub_skew"] = stats.get("hub_skew")
     row["time_s"] = metrics.get("time_s", {}).get("total")
     return row
 
 
-def _recipe(path: Path) -> dict:
+# The recipe schema each kind of run was made with.
+SCHEMAS = {"evaluate": Recipe, "submit": Recipe, "pretrain": PretrainRecipe, "refine": PseudolabelRecipe,
+           "pseudolabel": PseudolabelRecipe}
+
+
+def _recipe(path: Path, kind: str) -> dict:
     """The run's recipe snapshot, completed with today's defaults for keys older snapshots lack."""
     snapshot = path / "recipe.yaml"
     if not snapshot.is_file():
         return {}
-    raw = OmegaConf.load(snapshot)
-    schema = PseudolabelRecipe if "rounds" in raw else PretrainRecipe if "method" in raw else Recipe
     try:
-        return _flatten(to_dict(load_recipe(snapshot, schema=schema)))
+        return _flatten(to_dict(load_recipe(snapshot, schema=SCHEMAS[kind])))
     except CuratorError:  # a snapshot from an incompatible version: compare what it says
-        return _flatten(OmegaConf.to_container(raw))
+        return _flatten(OmegaConf.to_container(OmegaConf.load(snapshot)))
 
 
 def compare_runs(paths: list[Path], sort: str = "hit@3") -> pd.DataFrame:
     """The comparison table, sorted by ``sort`` (best first)."""
     rows = [load_run(p) for p in paths]
-    recipes = [_recipe(p) for p in paths]
+    recipes = [_recipe(p, row["kind"]) for p, row in zip(paths, rows, strict=True)]
     # Keys every recipe has (training recipes have sections evaluation recipes lack: "kind" says so).
     keys = sorted(set.intersection(*(set(r) for r in recipes))) if recipes else []
     differing = [k for k in keys if not k.startswith(IGNORED_KEYS)

@@ -28,7 +28,7 @@ def evaluate(recipe: DictConfig) -> dict:
     """Embed the recipe's pool, score it, write ``metrics.json`` in the run directory; return it."""
     started = time.perf_counter()
     seed_everything(int(recipe.seed))
-    run = RunDir.create(recipe)
+    run = RunDir.create(recipe, "evaluate")
     with run.logging_to_file():
         pool = recipe_pool(recipe)
         encoder = build_encoder(EncoderSpec.from_config(recipe.model))

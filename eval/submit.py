@@ -103,7 +103,7 @@ def submit(recipe: DictConfig) -> dict:
     seed_everything(int(recipe.seed))
     if recipe.submission:
         check_writable(recipe.submission, "submission")
-    run = RunDir.create(recipe)
+    run = RunDir.create(recipe, "submit")
     with run.logging_to_file():
         root = Path(recipe.data.root)
         paths = list_images(root)

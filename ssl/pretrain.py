@@ -57,7 +57,7 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
     ``callbacks``: extra Lightning callbacks (early stopping, custom logging...).
     """
     started = time.perf_counter()
-    run = RunDir.create(recipe)
+    run = RunDir.create(recipe, "pretrain")
     with run.logging_to_file(), quiet_known_warnings():
         pl.seed_everything(int(recipe.seed), workers=True, verbose=False)
         pool = recipe_pool(recipe)

@@ -41,6 +41,30 @@ def test_compare_tabulates_what_differs_and_writes_csv_markdown_and_plots(two_ru
     assert (tmp_path / "hit3.png").stat().st_size > 5_000
 
 
+def test_compare_reads_each_run_by_its_kind(two_runs, tmp_path):
+    evaluated = json.loads((two_runs / "plain" / "metrics.json").read_text())
+    assert evaluated["kind"] == "evaluate" and evaluated["schema"] == 2
+    last = {"overall": {"hit@1": 0.1, "hit@3": 0.2, "hit@10": 0.3}, "synthetic": {"hit@3": 0.4},
+            "sets": {"museum": {"hit@1": 0.1, "hit@3": 0.2, "hit@10": 0.3}}, "effective_rank": 5.0,
+            "monitor_pool": 70}
+    after = {"hit@1": 0.5, "hit@3": 0.6, "hit@10": 0.7}
+    runs = {"trained": {"kind": "pretrain", "schema": 2, "last": last},
+            "stage2": {"kind": "pseudolabel", "schema": 2, "rounds": [], "pool_after": after},
+            "old-stage2": {"rounds": [], "pool_after": after},  # written before kinds: read by its keys
+            "submitted": {"kind": "submit", "schema": 2, "submission": "s.csv"}}
+    for name, metrics in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    table = compare_runs([two_runs / "plain", *(tmp_path / n for n in ("trained", "stage2", "old-stage2"))])
+    rows = table.set_index("run")
+    assert rows.loc["trained", "kind"] == "pretrain" and rows.loc["trained", "hit@3"] == 0.2
+    assert rows.loc["trained", "synthetic hit@3"] == 0.4 and rows.loc["trained", "pool"] == 70
+    assert rows.loc["stage2", "hit@3"] == rows.loc["old-stage2", "hit@3"] == 0.6
+    assert rows.loc["old-stage2", "kind"] == "pseudolabel" and rows.loc["plain", "kind"] == "evaluate"
+    result = run_cli("eval.compare", str(tmp_path / "submitted"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "submit run, which has no scores" in result.stderr
+
+
 def test_compare_rejects_a_folder_without_metrics(tmp_path):
     result = run_cli("eval.compare", str(tmp_path))
     assert result.returncode == 2 and "metrics.json" in result.stderr

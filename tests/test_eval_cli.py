@@ -162,6 +162,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     from core.recipe import load_recipe
 
     monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20261123-101500")
-    made = [runs.RunDir.create(load_recipe(ROOT / "recipes" / "tiny.yaml"), root=tmp_path).path for _ in range(3)]
+    recipes = [load_recipe(ROOT / "recipes" / "tiny.yaml") for _ in range(3)]
+    made = [runs.RunDir.create(recipe, "evaluate", root=tmp_path).path for recipe in recipes]
     assert [p.name for p in made] == ["tiny-20261123-101500", "tiny-20261123-101500-2", "tiny-20261123-101500-3"]
     assert all(f"run_dir: {p}" in (p / "recipe.yaml").read_text() for p in made)
