@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.backbone import EncoderSpec, build_encoder
+from core.backbone import POOLINGS, EncoderSpec, build_encoder
 from core.embed import embed_variants, recipe_reader
 from core.metrics import HIT_KEYS, KS
 from core.pool import build_pool
-from core.recipe import POOLINGS, RESIZE_POLICIES, load_recipe
+from core.preprocess import RESIZE_POLICIES
+from core.recipe import load_recipe
 from core.scoring import labeled_metrics
 
 HEADLINE = ["resize", "pooling", "flip", *(f"overall {k}" for k in HIT_KEYS), "overall map"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from torch import nn
 
 from core.atomic import atomic_path
 from core.errors import MissingInputError, RecipeError
-from core.recipe import POOLINGS, RESIZE_POLICIES
+from core.preprocess import RESIZE_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,9 @@ class Encoder(nn.Module):
     def __init__(self, model: nn.Module, spec: EncoderSpec):
         super().__init__()
         if spec.pooling not in POOLINGS:
-            raise ValueError(f"pooling {spec.pooling!r} is not one of {POOLINGS}")
+            raise ValueError(f"pooling {spec.pooling!r} is not one of {tuple(POOLINGS)}")
         if spec.resize not in RESIZE_POLICIES:
-            raise ValueError(f"resize {spec.resize!r} is not one of {RESIZE_POLICIES}")
+            raise ValueError(f"resize {spec.resize!r} is not one of {tuple(RESIZE_POLICIES)}")
         self.model = model
         self.spec = spec
         self.gem = GeM(spec.gem_p)
@@ -95,7 +96,8 @@ class Encoder(nn.Module):
         patch = getattr(patch_embed, "patch_size", None)
         return int(patch[0]) if patch else 1
 
-    def _spatial_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+    def spatial_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        """``forward_features`` output as (B, N, C) patch tokens (class and register tokens dropped)."""
         if feats.ndim == 3:  # (B, N, C) tokens: drop class and register tokens
             return feats[:, getattr(self.model, "num_prefix_tokens", 0):]
         if getattr(self.model, "output_fmt", "NCHW") == "NHWC":
@@ -103,17 +105,8 @@ class Encoder(nn.Module):
         return feats.flatten(2).transpose(1, 2)
 
     def pool(self, feats: torch.Tensor, pooling: str) -> torch.Tensor:
-        """Pool ``forward_features`` output. ``cls`` is the model's own pooled output: the class
-        token for ViTs, global average pooling for CNNs."""
-        if pooling == "cls":
-            return self.model.forward_head(feats, pre_logits=True).float()
-        if pooling == "gem":
-            return self.gem(self._spatial_tokens(feats))
-        if pooling == "cls+gem":
-            # Each block normalised first, so neither dominates the cosine by its scale.
-            return torch.cat([F.normalize(self.pool(feats, "cls"), dim=-1),
-                              F.normalize(self.pool(feats, "gem"), dim=-1)], dim=-1)
-        raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
+        """Pool ``forward_features`` output with the registered ``pooling`` (see ``POOLINGS``)."""
+        return POOLINGS[pooling].pool(self, feats)
 
     def forward_poolings(self, x: torch.Tensor, poolings: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Several poolings of one forward pass (used to compare poolings at the cost of one)."""
@@ -130,8 +123,7 @@ class Encoder(nn.Module):
         return self._project(self.spec.pooling, self.pool(self.model.forward_features(x), self.spec.pooling))
 
     def pooled_dim(self, pooling: str) -> int:
-        width = int(self.model.num_features)
-        return 2 * width if pooling == "cls+gem" else width
+        return POOLINGS[pooling].dim(int(self.model.num_features))
 
     @property
     def dim(self) -> int:
@@ -146,6 +138,47 @@ class Encoder(nn.Module):
         payload = {"format": ENCODER_FORMAT, "spec": asdict(self.spec), "state_dict": self.state_dict()}
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How features become one vector: ``pool(encoder, features)``, and its width from the model's."""
+
+    pool: Callable[[Encoder, torch.Tensor], torch.Tensor]
+    dim: Callable[[int], int]
+
+
+# The poolings ``model.pooling`` may name. A new one is a function and one ``@register_pooling`` line.
+POOLINGS: dict[str, Pooling] = {}
+
+
+def register_pooling(name: str, dim: Callable[[int], int] = lambda width: width):
+    """Register ``fn(encoder, features) -> (B, D) tensor`` as pooling ``name`` of width ``dim(width)``."""
+
+    def register(fn: Callable[[Encoder, torch.Tensor], torch.Tensor]):
+        POOLINGS[name] = Pooling(fn, dim)
+        return fn
+
+    return register
+
+
+@register_pooling("cls")
+def cls_pooling(encoder: Encoder, feats: torch.Tensor) -> torch.Tensor:
+    """The model's own pooled output: the class token of a ViT, global average pooling of a CNN."""
+    return encoder.model.forward_head(feats, pre_logits=True).float()
+
+
+@register_pooling("gem")
+def gem_pooling(encoder: Encoder, feats: torch.Tensor) -> torch.Tensor:
+    """Generalised-mean over the patch tokens (the encoder's learnable ``p``)."""
+    return encoder.gem(encoder.spatial_tokens(feats))
+
+
+@register_pooling("cls+gem", dim=lambda width: 2 * width)
+def cls_gem_pooling(encoder: Encoder, feats: torch.Tensor) -> torch.Tensor:
+    """Both, concatenated; each block normalised first, so neither dominates the cosine by its scale."""
+    return torch.cat([F.normalize(cls_pooling(encoder, feats), dim=-1),
+                      F.normalize(gem_pooling(encoder, feats), dim=-1)], dim=-1)
 
 
 def _encoder_payload(path: Path) -> dict | None:

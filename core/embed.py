@@ -28,6 +28,8 @@ from core.preprocess import eval_transform
 
 log = logging.getLogger(__name__)
 
+# embed.precision: float32, or bfloat16 autocast (1.5-3x faster on CPUs with native bf16).
+PRECISIONS = ("fp32", "bf16")
 NAMES_FILE = "names.json"
 OLD_NAMES_FILE = "names.txt"
 

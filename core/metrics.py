@@ -7,7 +7,7 @@ degenerate embedding (all rows equal) scores zero instead of looking perfect.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -51,16 +51,48 @@ def average_precision(ranks: np.ndarray) -> float:
     return float(np.mean(np.arange(1, len(ranks) + 1) / (ranks + 1)))
 
 
-def summarize(ranks: Sequence[np.ndarray], ks: Sequence[int] = KS) -> dict:
-    """Hit@k, mAP, MRR over queries with at least one target; ``n_queries`` counts those."""
+# Measures of a set of queries, each from the matched queries' sorted 0-based target ranks:
+# ``fn(ranks) -> float``. A new measure is a function and one ``@register_metric`` line; every
+# report (metrics.json, the printed table, compare) picks it up.
+Metric = Callable[[Sequence[np.ndarray]], float]
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str) -> Callable[[Metric], Metric]:
+    def register(fn: Metric) -> Metric:
+        METRICS[name] = fn
+        return fn
+
+    return register
+
+
+def _hit_at(k: int) -> Metric:
+    def hit(ranks: Sequence[np.ndarray]) -> float:
+        """Share of queries with a target among their first k neighbours."""
+        return float(np.mean([r[0] < k for r in ranks]))
+
+    return hit
+
+
+for _k in KS:
+    register_metric(f"hit@{_k}")(_hit_at(_k))
+
+
+@register_metric("map")
+def mean_average_precision(ranks: Sequence[np.ndarray]) -> float:
+    return float(np.mean([average_precision(r) for r in ranks]))
+
+
+@register_metric("mrr")
+def mean_reciprocal_rank(ranks: Sequence[np.ndarray]) -> float:
+    return float(np.mean([1.0 / (r[0] + 1) for r in ranks]))
+
+
+def summarize(ranks: Sequence[np.ndarray]) -> dict:
+    """Every registered measure over the queries with at least one target; ``n_queries`` counts those.
+
+    >>> summarize([np.array([0]), np.array([4]), np.array([], dtype=int)])["hit@3"]
+    0.5
+    """
     matched = [r for r in ranks if len(r)]
-    out: dict = {"n_queries": len(matched)}
-    if not matched:
-        out.update({f"hit@{k}": None for k in ks} | {"map": None, "mrr": None})
-        return out
-    first = np.array([r[0] for r in matched])
-    for k in ks:
-        out[f"hit@{k}"] = float(np.mean(first < k))
-    out["map"] = float(np.mean([average_precision(r) for r in matched]))
-    out["mrr"] = float(np.mean(1.0 / (first + 1)))
-    return out
+    return {"n_queries": len(matched), **{name: fn(matched) if matched else None for name, fn in METRICS.items()}}

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,51 +154,80 @@ class PostProcessor:
     def active(self) -> bool:
         return bool(self.cfg.steps)
 
-    def _concat(self, emb: Embeddings, paths: Sequence[Path]) -> np.ndarray:
-        blocks, weights = [emb.vectors], [float(self.cfg.weight)]
-        for n, block in enumerate(self.cfg.concat):
-            encoder = build_encoder(EncoderSpec.from_config(block))
-            other = embed_images(encoder, paths, emb.names, self.recipe.embed,
-                                 reader=recipe_reader(self.recipe, encoder), desc=f"embed concat block {n + 1}")
-            if other.names != emb.names:
-                raise ValueError(f"concat block {n + 1} could not embed every image ({len(other.skipped)} skipped)")
-            blocks.append(other.vectors)
-            weights.append(float(block.weight))
-        return concat_blocks(blocks, weights)
-
-    def _whiten(self, vectors: np.ndarray, save: bool) -> np.ndarray:
-        w = self.cfg.whiten
-        if w.load:
-            whitening = Whitening.load(w.load)
-        else:
-            whitening = Whitening.fit(vectors, w.dim, float(w.shrinkage), float(w.power))
-            if save and self.out_dir is not None:
-                whitening.save(self.out_dir / "whiten.npz")
-        return whitening.apply(vectors)
-
-    def _fusion(self, vectors: np.ndarray, paths: Sequence[Path]) -> np.ndarray:
-        f = self.cfg.fusion
-        if self.verifier is None:
-            self.verifier = Verifier(ImageReader(min_side=int(f.max_side)), max_side=int(f.max_side))
-        fused, pairs = fuse_verified(vectors, paths, int(f.k), int(f.min_inliers), float(f.weight), self.verifier,
-                                     bool(self.recipe.embed.progress))
-        self.verified_pairs = len(pairs)
-        log.info("fusion: %d verified pairs among the %d nearest neighbours of %d images", len(pairs), f.k,
-                 len(vectors))
-        return fused
-
     def apply(self, emb: Embeddings, paths: Sequence[Path], save: bool = True) -> Embeddings:
         """``emb`` (rows = ``paths``) after every step; same names, same order, unit norms."""
         vectors = emb.vectors
         for step in self.cfg.steps:
             start = time.perf_counter()
-            if step == "concat":
-                vectors = self._concat(emb, paths)
-            elif step == "whiten":
-                vectors = self._whiten(vectors, save)
-            elif step in ("dba", "qe"):
-                vectors = neighbour_average(vectors, int(self.cfg[step].k), float(self.cfg[step].alpha))
-            elif step == "fusion":
-                vectors = self._fusion(vectors, paths)
+            vectors = POST_STEPS[step](self, emb, vectors, paths, save)
             self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - start, 3)
         return Embeddings(emb.names, vectors, emb.norms, emb.skipped)
+
+
+# A step: ``fn(processor, embeddings, vectors so far, paths, save) -> new vectors`` (same rows, unit
+# norms); its options are ``post.<name>`` of the recipe. A new step is a function, one
+# ``@register_step`` line and its options section in ``PostConfig``.
+PostStep = Callable[[PostProcessor, Embeddings, np.ndarray, Sequence[Path], bool], np.ndarray]
+POST_STEPS: dict[str, PostStep] = {}
+
+
+def register_step(name: str) -> Callable[[PostStep], PostStep]:
+    def register(fn: PostStep) -> PostStep:
+        POST_STEPS[name] = fn
+        return fn
+
+    return register
+
+
+@register_step("concat")
+def concat_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths: Sequence[Path],
+                save: bool) -> np.ndarray:
+    """The recipe's model, then every ``post.concat`` model, each block weighted (first step only)."""
+    blocks, weights = [emb.vectors], [float(post.cfg.weight)]
+    for n, block in enumerate(post.cfg.concat):
+        encoder = build_encoder(EncoderSpec.from_config(block))
+        other = embed_images(encoder, paths, emb.names, post.recipe.embed,
+                             reader=recipe_reader(post.recipe, encoder), desc=f"embed concat block {n + 1}")
+        if other.names != emb.names:
+            raise ValueError(f"concat block {n + 1} could not embed every image ({len(other.skipped)} skipped)")
+        blocks.append(other.vectors)
+        weights.append(float(block.weight))
+    return concat_blocks(blocks, weights)
+
+
+@register_step("whiten")
+def whiten_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths: Sequence[Path],
+                save: bool) -> np.ndarray:
+    w = post.cfg.whiten
+    if w.load:
+        whitening = Whitening.load(w.load)
+    else:
+        whitening = Whitening.fit(vectors, w.dim, float(w.shrinkage), float(w.power))
+        if save and post.out_dir is not None:
+            whitening.save(post.out_dir / "whiten.npz")
+    return whitening.apply(vectors)
+
+
+def _neighbour_step(name: str) -> PostStep:
+    def step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths: Sequence[Path],
+             save: bool) -> np.ndarray:
+        return neighbour_average(vectors, int(post.cfg[name].k), float(post.cfg[name].alpha))
+
+    return step
+
+
+register_step("dba")(_neighbour_step("dba"))
+register_step("qe")(_neighbour_step("qe"))
+
+
+@register_step("fusion")
+def fusion_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths: Sequence[Path],
+                save: bool) -> np.ndarray:
+    f = post.cfg.fusion
+    if post.verifier is None:
+        post.verifier = Verifier(ImageReader(min_side=int(f.max_side)), max_side=int(f.max_side))
+    fused, pairs = fuse_verified(vectors, paths, int(f.k), int(f.min_inliers), float(f.weight), post.verifier,
+                                 bool(post.recipe.embed.progress))
+    post.verified_pairs = len(pairs)
+    log.info("fusion: %d verified pairs among the %d nearest neighbours of %d images", len(pairs), f.k, len(vectors))
+    return fused

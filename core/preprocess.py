@@ -16,7 +16,36 @@ import cv2
 import numpy as np
 import torch
 
-from core.recipe import RESIZE_POLICIES
+ResizeOps = Callable[[int, Sequence[float], int], list[A.BasicTransform]]
+
+# The policies ``model.resize`` may name: ``fn(size, mean, interpolation) -> albumentations ops`` that
+# bring any RGB image to size x size. A new one is a function and one ``@register_resize`` line.
+RESIZE_POLICIES: dict[str, ResizeOps] = {}
+
+
+def register_resize(name: str) -> Callable[[ResizeOps], ResizeOps]:
+    def register(fn: ResizeOps) -> ResizeOps:
+        RESIZE_POLICIES[name] = fn
+        return fn
+
+    return register
+
+
+@register_resize("squash")
+def _squash(size: int, mean: Sequence[float], interpolation: int) -> list[A.BasicTransform]:
+    return [A.Resize(size, size, interpolation=interpolation, p=1.0)]
+
+
+@register_resize("letterbox")
+def _letterbox(size: int, mean: Sequence[float], interpolation: int) -> list[A.BasicTransform]:
+    fill = tuple(int(round(m * 255)) for m in mean)
+    return [A.LongestMaxSize(max_size=size, interpolation=interpolation, p=1.0),
+            A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=fill, p=1.0)]
+
+
+@register_resize("center-crop")
+def _center_crop(size: int, mean: Sequence[float], interpolation: int) -> list[A.BasicTransform]:
+    return [A.SmallestMaxSize(max_size=size, interpolation=interpolation, p=1.0), A.CenterCrop(size, size, p=1.0)]
 
 
 def resize_ops(size: int, policy: str, mean: Sequence[float], down: int = cv2.INTER_AREA
@@ -25,16 +54,9 @@ def resize_ops(size: int, policy: str, mean: Sequence[float], down: int = cv2.IN
 
     ``down`` is the interpolation flag (area by default: it averages when shrinking, no aliasing).
     """
-    if policy == "squash":
-        return [A.Resize(size, size, interpolation=down, p=1.0)]
-    if policy == "letterbox":
-        fill = tuple(int(round(m * 255)) for m in mean)
-        return [A.LongestMaxSize(max_size=size, interpolation=down, p=1.0),
-                A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=fill, p=1.0)]
-    if policy == "center-crop":
-        return [A.SmallestMaxSize(max_size=size, interpolation=down, p=1.0),
-                A.CenterCrop(size, size, p=1.0)]
-    raise ValueError(f"resize policy {policy!r} is not one of {RESIZE_POLICIES}")
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy {policy!r} is not one of {tuple(RESIZE_POLICIES)}")
+    return RESIZE_POLICIES[policy](size, mean, down)
 
 
 def eval_transform(size: int, policy: str, mean: Sequence[float], std: Sequence[float]

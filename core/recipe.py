@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +17,12 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from core.backbone import POOLINGS
+from core.embed import PRECISIONS
 from core.errors import RecipeError
-
-RESIZE_POLICIES = ("squash", "letterbox", "center-crop")
-POOLINGS = ("cls", "gem", "cls+gem")
-PRECISIONS = ("fp32", "bf16")
-TUNE_MODES = ("last-blocks", "full", "lora", "head")
-POST_STEPS = ("concat", "whiten", "dba", "qe", "fusion")
+from core.post import POST_STEPS
+from core.preprocess import RESIZE_POLICIES
+from core.tuning import TUNE_MODES
 
 
 @dataclass
@@ -161,8 +161,12 @@ def _valid_keys(schema: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def check_choices(cfg: DictConfig, choices: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
-    """Raise a :class:`RecipeError` naming the key and the valid values for any value outside them."""
+def check_choices(cfg: DictConfig, choices: tuple[tuple[str, Iterable[str]], ...]) -> None:
+    """Raise a :class:`RecipeError` naming the key and the valid values for any value outside them.
+
+    The valid values are the registries of the implementations (``core.backbone.POOLINGS``...), so
+    a registered pooling, resize policy, tuning mode or post step is a valid recipe value at once.
+    """
     for key, allowed in choices:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
@@ -172,6 +176,8 @@ def check_choices(cfg: DictConfig, choices: tuple[tuple[str, tuple[str, ...]], .
 def _choices_check(cfg: DictConfig) -> None:
     check_choices(cfg, (("model.resize", RESIZE_POLICIES), ("model.pooling", POOLINGS),
                         ("embed.precision", PRECISIONS)))
+    if "tune" in cfg:  # the training recipes
+        check_choices(cfg, (("tune.mode", TUNE_MODES),))
     if not cfg.embed.scales or any(s <= 0 for s in cfg.embed.scales):
         raise RecipeError(f"embed.scales={list(cfg.embed.scales)} must be a non-empty list of positive factors")
     if cfg.embed.batch_size < 1:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from timm.models import group_parameters
 from timm.optim import param_groups_layer_decay
@@ -27,7 +29,6 @@ from torch import nn
 
 from core.backbone import Encoder
 from core.errors import RecipeError
-from core.recipe import TUNE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,56 @@ def _inject_lora(model: nn.Module, params: list[str], rank: int, alpha: float) -
     log.info("LoRA rank %d on %d layers, e.g. %s", rank, len(targets), targets[:2])
 
 
+# How a mode marks what trains: ``fn(encoder, tune_cfg) -> encoder`` (the same one, or a copy with
+# more parts). A new mode is a function and one ``@register_tune_mode`` line.
+TuneMode = Callable[[Encoder, Any], Encoder]
+TUNE_MODES: dict[str, TuneMode] = {}
+
+
+def register_tune_mode(name: str) -> Callable[[TuneMode], TuneMode]:
+    def register(fn: TuneMode) -> TuneMode:
+        TUNE_MODES[name] = fn
+        return fn
+
+    return register
+
+
+@register_tune_mode("full")
+def _full(encoder: Encoder, tune_cfg) -> Encoder:
+    return encoder.requires_grad_(True)
+
+
+@register_tune_mode("last-blocks")
+def _last_blocks(encoder: Encoder, tune_cfg) -> Encoder:
+    encoder.requires_grad_(False)
+    names = set(_top_groups(encoder.model, int(tune_cfg.last_blocks)))
+    for name, p in encoder.model.named_parameters():
+        p.requires_grad_(name in names)
+    return encoder
+
+
+@register_tune_mode("lora")
+def _lora(encoder: Encoder, tune_cfg) -> Encoder:
+    encoder.requires_grad_(False)
+    _inject_lora(encoder.model, _top_groups(encoder.model, int(tune_cfg.last_blocks)), int(tune_cfg.lora_rank),
+                 float(tune_cfg.lora_alpha))
+    for name, p in encoder.model.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return encoder
+
+
+@register_tune_mode("head")
+def _head(encoder: Encoder, tune_cfg) -> Encoder:
+    if not encoder.spec.proj:
+        with_proj = Encoder(encoder.model, replace(encoder.spec, proj=True))
+        with_proj.gem.load_state_dict(encoder.gem.state_dict())
+        encoder = with_proj
+    encoder.requires_grad_(False)
+    assert encoder.proj is not None
+    encoder.proj.requires_grad_(True)
+    return encoder
+
+
 def configure_tuning(encoder: Encoder, tune_cfg) -> Encoder:
     """Set which of ``encoder``'s weights train under ``tune_cfg`` (the recipe's ``tune``).
 
@@ -66,24 +117,7 @@ def configure_tuning(encoder: Encoder, tune_cfg) -> Encoder:
     mode = tune_cfg.mode
     if mode not in TUNE_MODES:
         raise RecipeError(f"tune.mode={mode!r} is not one of {', '.join(TUNE_MODES)}")
-    if mode == "head" and not encoder.spec.proj:
-        with_proj = Encoder(encoder.model, replace(encoder.spec, proj=True))
-        with_proj.gem.load_state_dict(encoder.gem.state_dict())
-        encoder = with_proj
-    model = encoder.model
-    encoder.requires_grad_(mode == "full")
-    if mode == "last-blocks":
-        names = set(_top_groups(model, int(tune_cfg.last_blocks)))
-        for name, p in model.named_parameters():
-            p.requires_grad_(name in names)
-    elif mode == "lora":
-        _inject_lora(model, _top_groups(model, int(tune_cfg.last_blocks)), int(tune_cfg.lora_rank),
-                     float(tune_cfg.lora_alpha))
-        for name, p in model.named_parameters():
-            p.requires_grad_("lora_" in name)
-    elif mode == "head":
-        assert encoder.proj is not None
-        encoder.proj.requires_grad_(True)
+    encoder = TUNE_MODES[mode](encoder, tune_cfg)
     trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
     total = sum(p.numel() for p in encoder.parameters())
     log.info("tune.mode=%s: %d of %d weights train (%.1f%%)", mode, trainable, total, 100 * trainable / total)

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images, recipe_reader
-from core.metrics import HIT_KEYS
+from core.metrics import METRICS
 from core.pool import recipe_pool
 from core.post import PostProcessor
 from core.recipe import to_dict
@@ -21,7 +21,7 @@ from core.stats import embedding_stats
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = (*HIT_KEYS, "map", "mrr", "n_queries")
+METRIC_KEYS = (*METRICS, "n_queries")
 
 
 def evaluate(recipe: DictConfig) -> dict:

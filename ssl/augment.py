@@ -48,6 +48,7 @@ from core.images import ImageReader, list_images, shrink_to
 from core.recipe import load_recipe
 from core.sample import ensure_sample
 from ssl.config import PretrainRecipe
+from ssl.methods import METHODS
 
 FRAME_COLOURS = ((45, 32, 20), (125, 90, 45), (195, 165, 95), (25, 25, 25), (235, 232, 225), (90, 60, 40))
 REFLECT = cv2.BORDER_REFLECT_101
@@ -197,7 +198,7 @@ def pair_views(size: int, scale: Sequence[float], mean: Sequence[float], std: Se
 def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3) -> ViewMaker:
     """The views of the recipe's method, normalised with ``mean``/``std`` (the backbone's)."""
     v = recipe.views
-    if recipe.method == "dino":
+    if METHODS[recipe.method].multi_crop:
         return dino_views(v.global_size, v.local_size, v.n_local, v.global_scale, v.local_scale, mean, std,
                           v.photo_p, v.max_side)
     return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side)

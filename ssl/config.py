@@ -8,8 +8,8 @@ from omegaconf import DictConfig
 
 from core.errors import RecipeError
 from core.recipe import Recipe, TuneConfig, check_choices
+from ssl.methods import METHODS
 
-METHODS = ("dino", "simclr")
 EXPORTS = ("teacher", "student")
 PROTOTYPES = ("random", "data")
 

@@ -3,6 +3,10 @@
 Both train a Curator :class:`~core.backbone.Encoder` (already set up by ``core.tuning``) through a
 projection head, and export the encoder that retrieval uses: DINO's EMA teacher (or the student),
 SimCLR's network. The retrieval embedding is the encoder's pooled output, before the head.
+
+A method is an ``SSLModule`` subclass registered with ``@register_method("name")``: ``method=name``
+in a recipe then trains it. ``multi_crop`` says which views it takes (DINO's globals + locals, or a
+pair); a momentum method keeps its teacher with :class:`EMA`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ def _warmup_cosine(step: int, start: int, warmup: int, total: int) -> float:
 
 class SSLModule(pl.LightningModule):
     """What DINO and SimCLR share: the optimizer and schedules, head warm-up, logging, export."""
+
+    # Whether the method takes multi-crop views (two globals, then locals) instead of a pair.
+    multi_crop = False
 
     def __init__(self, encoder: Encoder, head: nn.Module, recipe: DictConfig):
         super().__init__()
@@ -92,8 +99,51 @@ class SSLModule(pl.LightningModule):
         return merged_copy(self.retrieval_encoder())
 
 
+# The methods ``method`` may name; the recipe schema checks against this.
+METHODS: dict[str, type[SSLModule]] = {}
+
+
+def register_method(name: str):
+    def register(cls: type[SSLModule]) -> type[SSLModule]:
+        METHODS[name] = cls
+        return cls
+
+    return register
+
+
+class EMA:
+    """A teacher that follows its student by exponential moving average, for any momentum method.
+
+    ``pairs``: (teacher, student) modules of the same shapes. The momentum follows lightly's cosine
+    schedule from ``start`` to ``end`` over the run.
+    """
+
+    def __init__(self, pairs: list[tuple[nn.Module, nn.Module]], start: float, end: float):
+        self.pairs, self.start, self.end = pairs, start, end
+
+    def momentum(self, step: int, total: int) -> float:
+        return cosine_schedule(step, max(1, total), self.start, self.end)
+
+    @torch.no_grad()
+    def update(self, momentum: float) -> None:
+        """teacher <- momentum * teacher + (1 - momentum) * student, over the weights that train.
+
+        Not lightly's ``update_momentum``: it walks every weight, and its ``m*t + (1-m)*s`` rounding
+        moves frozen weights (equal in both) by ~1e-8 a step. ``lerp`` leaves equal weights exactly
+        as they are, and the frozen majority is skipped altogether.
+        """
+        pairs = [(t, s) for teacher, student in self.pairs
+                 for t, s in zip(teacher.parameters(), student.parameters(), strict=True) if s.requires_grad]
+        if pairs:
+            teacher, student = zip(*pairs, strict=True)
+            torch._foreach_lerp_(list(teacher), list(student), 1.0 - momentum)
+
+
+@register_method("dino")
 class DINOModule(SSLModule):
     """DINO (Caron et al. 2021): a student matches an EMA teacher across multi-crop views."""
+
+    multi_crop = True
 
     def __init__(self, encoder: Encoder, recipe: DictConfig):
         d = recipe.dino
@@ -111,6 +161,8 @@ class DINOModule(SSLModule):
         self.teacher_head.load_state_dict(self.head.state_dict())
         deactivate_requires_grad(self.teacher)
         deactivate_requires_grad(self.teacher_head)
+        self.ema = EMA([(self.teacher, self.encoder), (self.teacher_head, self.head)],
+                       float(d.momentum_start), float(d.momentum_end))
         self.criterion = DINOLoss(output_dim=d.out_dim, warmup_teacher_temp=d.warmup_teacher_temp,
                                   teacher_temp=d.teacher_temp, warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs,
                                   student_temp=d.student_temp, center_momentum=d.center_momentum)
@@ -129,25 +181,6 @@ class DINOModule(SSLModule):
         self.teacher_head.load_state_dict(self.head.state_dict())
         return k
 
-    def momentum(self) -> float:
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return cosine_schedule(self.global_step, total, float(self.dino_cfg.momentum_start),
-                               float(self.dino_cfg.momentum_end))
-
-    @torch.no_grad()
-    def _ema(self, momentum: float) -> None:
-        """teacher <- momentum * teacher + (1 - momentum) * student, over the weights that train.
-
-        Not lightly's ``update_momentum``: it walks every weight, and its ``m*t + (1-m)*s`` rounding
-        moves frozen weights (equal in both) by ~1e-8 a step. ``lerp`` leaves equal weights exactly
-        as they are, and the frozen majority is skipped altogether.
-        """
-        pairs = [(t, s) for t, s in zip(self.teacher.parameters(), self.encoder.parameters(), strict=True)
-                 if s.requires_grad]
-        pairs += list(zip(self.teacher_head.parameters(), self.head.parameters(), strict=True))
-        if pairs:
-            teacher, student = zip(*pairs, strict=True)
-            torch._foreach_lerp_(list(teacher), list(student), 1.0 - momentum)
 
     def loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
         """The DINO loss of a batch of views (globals first); updates the loss's centre."""
@@ -157,8 +190,8 @@ class DINOModule(SSLModule):
         return self.criterion(teacher_out, student_out, epoch=self.current_epoch)
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        momentum = self.momentum()
-        self._ema(momentum)
+        momentum = self.ema.momentum(self.global_step, int(self.trainer.estimated_stepping_batches))
+        self.ema.update(momentum)
         loss = self.loss(batch)
         self.log_step(loss, len(batch[0]), momentum=momentum)
         return loss
@@ -170,6 +203,7 @@ class DINOModule(SSLModule):
         return self.teacher if self.export == "teacher" else self.encoder
 
 
+@register_method("simclr")
 class SimCLRModule(SSLModule):
     """SimCLR (Chen et al. 2020): two views of an image attract, the other images of the batch repel."""
 
@@ -189,5 +223,3 @@ class SimCLRModule(SSLModule):
         self.log_step(loss, len(batch[0]))
         return loss
 
-
-METHODS = {"dino": DINOModule, "simclr": SimCLRModule}

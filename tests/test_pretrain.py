@@ -27,7 +27,7 @@ def _recipe(method: str, tmp_path, sample_root, *overrides: str):
                        PretrainRecipe)
 
 
-@pytest.mark.parametrize("method", ["dino", "simclr"])
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_steps_lower_the_loss_of_a_batch(method, tmp_path, sample_root):
     recipe = _recipe(method, tmp_path, sample_root, "train.head_warmup_epochs=0")
     pl.seed_everything(0, verbose=False)
@@ -56,7 +56,7 @@ def test_steps_lower_the_loss_of_a_batch(method, tmp_path, sample_root):
     assert value() < before - 0.05
 
 
-@pytest.mark.parametrize("method", ["dino", "simclr"])
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_run_writes_its_history_and_changes_only_the_top_blocks(method, tmp_path, sample_root):
     start = build_encoder(EncoderSpec(arch="test_vit", img_size=32))
     start.save(tmp_path / "start.pt")
@@ -126,7 +126,7 @@ class Interrupt(pl.Callback):
             raise RuntimeError("power cut")
 
 
-@pytest.mark.parametrize("method", ["dino", "simclr"])
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_resume_ends_where_the_uninterrupted_run_ends(method, tmp_path, sample_root):
     # Data-loader workers as the shipped recipes have them: they prefetch before Lightning names the
     # epoch, so a resume that only worked without workers would replay epoch 0 here.
