@@ -1,8 +1,11 @@
 """Recipes: YAML files over a typed schema, with ``key=value`` overrides (OmegaConf).
 
-A recipe is merged in three layers: the schema's defaults, the YAML file, the command-line
-overrides. Unknown keys and values of the wrong type or outside a fixed set are rejected with an
-error that names the key, the file and the valid choices.
+A recipe is merged in layers: the schema's defaults, the recipes its ``defaults:`` list names (as
+in Hydra: ``defaults: [base]`` is ``base.yaml`` beside it, itself composed the same way), the YAML
+file, the command-line overrides. Shared blocks (the model, the training guard rails) live once, in
+``recipes/base.yaml`` and ``recipes/training.yaml``. Unknown keys, values of the wrong type and
+choices outside the implementations' registries are rejected with an error that names the key, the
+file and the valid choices.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from core.backbone import POOLINGS
@@ -208,6 +211,24 @@ def _read_yaml(path: Path) -> DictConfig:
     return loaded
 
 
+def _compose(path: Path, below: tuple[Path, ...] = ()) -> DictConfig:
+    """The recipe at ``path`` merged over the recipes its ``defaults:`` list names, in order."""
+    raw = _read_yaml(path)
+    names = raw.pop("defaults", None) or []
+    if not isinstance(names, list | ListConfig) or not all(isinstance(n, str) for n in names):
+        raise RecipeError(f"recipe {path}: defaults must be a list of recipe names, e.g. defaults: [base]")
+    merged = OmegaConf.create()
+    for name in names:
+        parent = path.parent / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+        if not parent.is_file():
+            raise RecipeError(f"recipe {path} names {name!r} in defaults, but {parent} does not exist. Fix: name "
+                              "a recipe in the same folder, without .yaml")
+        if parent.resolve() in below or parent.resolve() == path.resolve():
+            raise RecipeError(f"recipe {path}: its defaults lead back to {parent}. Fix: remove the loop")
+        merged = OmegaConf.merge(merged, _compose(parent, (*below, path.resolve())))
+    return OmegaConf.merge(merged, raw)
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 schema: type = Recipe) -> DictConfig:
     """Merge ``schema`` defaults, the YAML file at ``path`` and ``key=value`` overrides.
@@ -224,7 +245,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
             where = str(path)
             if not path.is_file():
                 raise RecipeError(f"recipe file not found: {path}")
-            cfg = OmegaConf.merge(cfg, _read_yaml(path))
+            cfg = OmegaConf.merge(cfg, _compose(path))
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise RecipeError(f"overrides must look like key=value, got {bad}")

@@ -57,10 +57,30 @@ def test_model_file_instead_of_recipe():
 
 def test_every_shipped_recipe_loads_with_its_schema():
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
-    shipped = {"dino.yaml", "simclr.yaml", "pseudolabel.yaml", "zeroshot.yaml", "submission.yaml", "tiny.yaml"}
+    shipped = {"base.yaml", "training.yaml", "dino.yaml", "simclr.yaml", "pseudolabel.yaml", "zeroshot.yaml",
+               "submission.yaml", "tiny.yaml"}
     assert {p.name for p in recipes} >= shipped
+    schemas = {"pseudolabel": PseudolabelRecipe, "dino": PretrainRecipe, "simclr": PretrainRecipe,
+               "training": PretrainRecipe}
     for path in recipes:
-        raw = OmegaConf.load(path)
-        schema = PseudolabelRecipe if "rounds" in raw else PretrainRecipe if "method" in raw else Recipe
-        cfg = load_recipe(path, schema=schema)
+        cfg = load_recipe(path, schema=schemas.get(path.stem, Recipe))
         assert cfg.name == path.stem
+
+
+def test_recipes_compose_from_their_defaults(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  arch: resnet18\n  pooling: gem\nembed:\n  batch_size: 8\n")
+    (tmp_path / "mid.yaml").write_text("defaults: [base]\nembed:\n  batch_size: 4\n  flip: true\n")
+    (tmp_path / "top.yaml").write_text("defaults: [mid]\nmodel:\n  pooling: cls\n")
+    cfg = load_recipe(tmp_path / "top.yaml", ["embed.flip=false"])
+    assert (cfg.model.arch, cfg.model.pooling, cfg.embed.batch_size, cfg.embed.flip) == ("resnet18", "cls", 4, False)
+    assert "defaults" not in cfg
+    # The shipped stage recipes hold the model block once: in base.yaml.
+    shipped = {p.stem: OmegaConf.load(p) for p in (ROOT / "recipes").glob("*.yaml")}
+    assert [name for name, raw in shipped.items() if "model" in raw] in (["base", "tiny"], ["tiny", "base"])
+    (tmp_path / "loop.yaml").write_text("defaults: [loop2]\n")
+    (tmp_path / "loop2.yaml").write_text("defaults: [loop]\n")
+    with pytest.raises(RecipeError, match="lead back"):
+        load_recipe(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("defaults: [nowhere]\n")
+    with pytest.raises(RecipeError, match="nowhere.yaml does not exist"):
+        load_recipe(tmp_path / "orphan.yaml")
