@@ -1,4 +1,4 @@
-"""The stage-2 recipe: the pretraining recipe plus rounds and mining."""
+"""The stage-2 recipe: the training recipe both stages share, plus rounds and mining (SimCLR only)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,16 @@ from omegaconf import DictConfig
 
 from adapt.mining import MiningConfig
 from core.errors import RecipeError
-from ssl.config import PretrainRecipe
+from ssl.config import TrainingRecipe
 
 
 @dataclass
-class PseudolabelRecipe(PretrainRecipe):
+class PseudolabelRecipe(TrainingRecipe):
     rounds: int = 2
     mining: MiningConfig = field(default_factory=MiningConfig)
 
     @staticmethod
     def validate(cfg: DictConfig) -> None:
-        PretrainRecipe.validate(cfg)
         if cfg.method != "simclr":
             raise RecipeError(f"method={cfg.method!r}: stage 2 refines with the contrastive (simclr) loss on pairs")
         if cfg.rounds < 1:

@@ -73,8 +73,8 @@ def main() -> None:
     premade = DataLoader(Premade([dataset[i] for i in range(batch)], total), batch_size=batch, drop_last=True)
     t_tensors = _time_steps(recipe, premade, args.steps)
     t_full = _time_steps(recipe, full, args.steps)
-    print(f"{recipe.method}, {recipe.model.arch}, views {recipe.views.global_size}/{recipe.views.local_size} px "
-          f"x{2 + (recipe.views.n_local if recipe.method == 'dino' else 0)}, tune={recipe.tune.mode}, "
+    print(f"{recipe.method}, {recipe.model.arch}, views {recipe.views.global_size}/{recipe.dino.local_size} px "
+          f"x{2 + (recipe.dino.n_local if recipe.method == 'dino' else 0)}, tune={recipe.tune.mode}, "
           f"{recipe.trainer.precision}, batch {batch}, {workers} workers, {args.steps} steps, {len(paths)} images")
     print(f"pre-made tensors: {total / t_tensors:6.2f} img/s")
     print(f"full pipeline   : {total / t_full:6.2f} img/s")

@@ -234,8 +234,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Merge ``schema`` defaults, the YAML file at ``path`` and ``key=value`` overrides.
 
     Interpolations such as ``${oc.env:CURATOR_SHARED,../shared}`` are resolved at the end, so the
-    returned config holds plain values. A schema with a ``validate(cfg)`` static method gets its
-    own checks run after the common ones.
+    returned config holds plain values. Every class of the schema that defines a ``validate(cfg)``
+    static method has it run, base classes first: each checks only its own sections.
     """
     cfg = OmegaConf.structured(schema)
     where = "the defaults"
@@ -260,8 +260,9 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
     except OmegaConfBaseException as e:
         raise RecipeError(f"invalid recipe value in {where}: {e.msg if hasattr(e, 'msg') else e}") from None
     _choices_check(cfg)
-    if hasattr(schema, "validate"):
-        schema.validate(cfg)
+    for cls in reversed(schema.__mro__):
+        if "validate" in vars(cls):
+            cls.validate(cfg)
     return cfg
 
 

@@ -199,7 +199,8 @@ def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] 
     """The views of the recipe's method, normalised with ``mean``/``std`` (the backbone's)."""
     v = recipe.views
     if METHODS[recipe.method].multi_crop:
-        return dino_views(v.global_size, v.local_size, v.n_local, v.global_scale, v.local_scale, mean, std,
+        d = recipe.dino
+        return dino_views(v.global_size, d.local_size, d.n_local, v.global_scale, d.local_scale, mean, std,
                           v.photo_p, v.max_side)
     return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side)
 
@@ -231,7 +232,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssl.augment",
                                      description="Draw the training views of a recipe as a PNG grid.")
     parser.add_argument("recipe", nargs="?", default=None, help="a pretraining recipe (default: recipes/dino.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. views.n_local=2")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. dino.n_local=2")
     parser.add_argument("--images", help="folder of images (default: the sample museum's studio images)")
     parser.add_argument("--count", type=int, default=6, help="how many images (rows)")
     parser.add_argument("--out", default="views.png", help="output PNG")

@@ -1,10 +1,11 @@
-"""The pretraining recipe: the common recipe plus views, tuning, method and trainer sections."""
+"""The training recipes: what both stages share (``TrainingRecipe``: views, tuning, training, the
+monitor, SimCLR, the trainer) and stage 1's own (``PretrainRecipe``: the method choice and DINO)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from core.errors import RecipeError
 from core.recipe import Recipe, TuneConfig, check_choices
@@ -18,10 +19,7 @@ PROTOTYPES = ("random", "data")
 class ViewsConfig:
     # Global (and SimCLR) view side. Low-resolution mode: 112 for a ViT-S/14 costs ~1/4 of 224.
     global_size: int = 224
-    local_size: int = 98
-    n_local: int = 4
     global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
-    local_scale: list[float] = field(default_factory=lambda: [0.08, 0.4])
     # Probability that a view other than the first is a simulated visitor photo.
     photo_p: float = 0.8
     # Images are shrunk to this longer side before augmenting (speed; views are far smaller).
@@ -30,6 +28,10 @@ class ViewsConfig:
 
 @dataclass
 class DinoConfig:
+    # Multi-crop: n_local small crops of local_size px beside the two global views.
+    local_size: int = 98
+    n_local: int = 4
+    local_scale: list[float] = field(default_factory=lambda: [0.08, 0.4])
     hidden_dim: int = 1024
     bottleneck_dim: int = 256
     out_dim: int = 4096
@@ -102,27 +104,44 @@ class TrainerConfig:
     log_every_n_steps: int = 10
 
 
+def _check_scale(cfg: DictConfig, key: str) -> None:
+    lo, hi = list(OmegaConf.select(cfg, key))
+    if not 0 < lo <= hi <= 1:
+        raise RecipeError(f"{key}=[{lo}, {hi}] must satisfy 0 < low <= high <= 1")
+
+
 @dataclass
-class PretrainRecipe(Recipe):
-    method: str = "dino"
+class TrainingRecipe(Recipe):
+    """What stage 1 and stage 2 share: views, tuning, the loop, the monitor, SimCLR, the trainer."""
+
+    method: str = "simclr"
     views: ViewsConfig = field(default_factory=ViewsConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    dino: DinoConfig = field(default_factory=DinoConfig)
     simclr: SimclrConfig = field(default_factory=SimclrConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     @staticmethod
     def validate(cfg: DictConfig) -> None:
-        check_choices(cfg, (("method", METHODS), ("train.export", EXPORTS), ("dino.prototypes", PROTOTYPES)))
-        for key in ("global_scale", "local_scale"):
-            lo, hi = list(cfg.views[key])
-            if not 0 < lo <= hi <= 1:
-                raise RecipeError(f"views.{key}=[{lo}, {hi}] must satisfy 0 < low <= high <= 1")
+        check_choices(cfg, (("train.export", EXPORTS),))
+        _check_scale(cfg, "views.global_scale")
         if cfg.train.epochs < 1 or cfg.train.batch_size < 2:
             raise RecipeError("train.epochs must be >= 1 and train.batch_size >= 2 (contrastive losses "
                               "need other images in the batch)")
         if cfg.train.head_warmup_epochs >= cfg.train.epochs and cfg.tune.mode != "head":
             raise RecipeError(f"train.head_warmup_epochs={cfg.train.head_warmup_epochs} leaves no epoch to adapt "
                               f"the backbone in train.epochs={cfg.train.epochs}. Fix: lower it or raise the epochs")
+
+
+@dataclass
+class PretrainRecipe(TrainingRecipe):
+    """Stage 1: the training recipe plus the choice of method and DINO's section."""
+
+    method: str = "dino"
+    dino: DinoConfig = field(default_factory=DinoConfig)
+
+    @staticmethod
+    def validate(cfg: DictConfig) -> None:
+        check_choices(cfg, (("method", METHODS), ("dino.prototypes", PROTOTYPES)))
+        _check_scale(cfg, "dino.local_scale")

@@ -25,8 +25,8 @@ def _painting(h: int = 150, w: int = 110) -> np.ndarray:
 
 
 def test_dino_views_have_the_promised_shapes_and_are_reproducible():
-    recipe = load_recipe(ROOT / "recipes" / "dino.yaml", ["views.global_size=112", "views.local_size=42",
-                                                          "views.n_local=3"], PretrainRecipe)
+    recipe = load_recipe(ROOT / "recipes" / "dino.yaml", ["views.global_size=112", "dino.local_size=42",
+                                                          "dino.n_local=3"], PretrainRecipe)
     maker = view_maker(recipe, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     views = maker(_painting(), seed=7)
     assert [tuple(v.shape) for v in views] == [(3, 112, 112)] * 2 + [(3, 42, 42)] * 3
@@ -59,7 +59,7 @@ def test_visitor_photo_degrades_the_painting_and_frame_and_wall_enlarge_it():
 
 def test_view_grid_command_writes_a_png(tmp_path, sample_root):
     out = tmp_path / "views.png"
-    result = run_cli("ssl.augment", "recipes/dino.yaml", "views.global_size=64", "views.local_size=32",
+    result = run_cli("ssl.augment", "recipes/dino.yaml", "views.global_size=64", "dino.local_size=32",
                      "--images", str(sample_root / "images" / "studio"), "--count", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     image = decode_image(out)

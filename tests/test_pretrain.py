@@ -16,7 +16,7 @@ from ssl.pretrain import pretrain
 from tests.conftest import ROOT, run_cli
 
 TINY = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
-        "views.local_size=16", "views.n_local=2", "views.max_side=96", "train.batch_size=8", "train.num_workers=0",
+        "dino.local_size=16", "dino.n_local=2", "views.max_side=96", "train.batch_size=8", "train.num_workers=0",
         "embed.num_workers=0", "embed.progress=false", "embed.precision=fp32", "synthetic.num_queries=10",
         "trainer.precision=32-true", "train.lr=3e-4", "train.head_lr=1e-3", "train.warmup_epochs=0"]
 

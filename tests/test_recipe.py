@@ -84,3 +84,18 @@ def test_recipes_compose_from_their_defaults(tmp_path):
     (tmp_path / "orphan.yaml").write_text("defaults: [nowhere]\n")
     with pytest.raises(RecipeError, match="nowhere.yaml does not exist"):
         load_recipe(tmp_path / "orphan.yaml")
+
+
+def test_each_stage_schema_holds_only_its_own_sections():
+    stage2 = load_recipe(ROOT / "recipes" / "pseudolabel.yaml", schema=PseudolabelRecipe)
+    assert "dino" not in stage2 and "rounds" in stage2 and "mining" in stage2
+    with pytest.raises(RecipeError, match="unknown recipe key 'dino'"):
+        load_recipe(ROOT / "recipes" / "pseudolabel.yaml", ["dino.n_local=2"], PseudolabelRecipe)
+    stage1 = load_recipe(ROOT / "recipes" / "dino.yaml", schema=PretrainRecipe)
+    assert "rounds" not in stage1 and stage1.dino.n_local == 2
+    # Shared checks run once for each schema that inherits them, the stage's own after them.
+    with pytest.raises(RecipeError, match="views.global_scale"):
+        load_recipe(None, ["views.global_scale=[0.9,0.1]"], PseudolabelRecipe)
+    with pytest.raises(RecipeError, match="dino.local_scale"):
+        load_recipe(None, ["dino.local_scale=[0,0.4]"], PretrainRecipe)
+

@@ -75,9 +75,9 @@ def test_unregistered_choices_are_refused_with_the_registered_ones():
 def test_each_method_is_a_recipe_choice_with_views(method):
     from ssl.augment import view_maker
 
-    recipe = load_recipe(None, [f"method={method}", "views.global_size=32", "views.local_size=16"], PretrainRecipe)
+    recipe = load_recipe(None, [f"method={method}", "views.global_size=32", "dino.local_size=16"], PretrainRecipe)
     views = view_maker(recipe)(np.full((60, 80, 3), 128, np.uint8), seed=0)
-    assert len(views) == (2 + recipe.views.n_local if METHODS[method].multi_crop else 2)
+    assert len(views) == (2 + recipe.dino.n_local if METHODS[method].multi_crop else 2)
 
 
 @pytest.mark.parametrize("name", sorted(METRICS))
