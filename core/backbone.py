@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import timm
@@ -27,16 +27,26 @@ log = logging.getLogger(__name__)
 ENCODER_FORMAT = "curator-encoder/1"
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Everything needed to rebuild an encoder and feed it images the way it was meant."""
+@dataclass
+class ModelConfig:
+    """What a recipe chooses about the model (its ``model`` section)."""
 
-    arch: str
+    arch: str = "vit_small_patch14_dinov2"
+    # "hub" (timm's hub weights), "none" (random init), or a file: a timm state dict
+    # (.safetensors/.pth/.bin) or a Curator encoder file written by training.
     weights: str = "none"
     pooling: str = "cls"
     gem_p: float = 3.0
+    # Input side in pixels; null takes the model's pretrained config.
     img_size: int | None = None
     resize: str = "squash"
+
+
+@dataclass
+class EncoderSpec(ModelConfig):
+    """Everything needed to rebuild an encoder and feed it images the way it was meant: the recipe's
+    choices plus what training and the model's own config add."""
+
     # A learned linear map after pooling (head-only adaptation); identity when first made.
     proj: bool = False
     # Filled from the model's pretrained config when the encoder is built.
@@ -45,8 +55,9 @@ class EncoderSpec:
 
     @classmethod
     def from_config(cls, model_cfg) -> EncoderSpec:
-        return cls(arch=model_cfg.arch, weights=str(model_cfg.weights), pooling=model_cfg.pooling,
-                   gem_p=float(model_cfg.gem_p), img_size=model_cfg.img_size, resize=model_cfg.resize)
+        """The spec of a recipe's ``model`` section (or any mapping with ModelConfig's keys)."""
+        chosen = {f.name: model_cfg[f.name] for f in fields(ModelConfig)}
+        return cls(**{**chosen, "weights": str(chosen["weights"]), "gem_p": float(chosen["gem_p"])})
 
 
 class GeM(nn.Module):

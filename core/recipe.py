@@ -20,25 +20,12 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from core.backbone import POOLINGS
+from core.backbone import POOLINGS, ModelConfig
 from core.embed import PRECISIONS
 from core.errors import RecipeError
 from core.post import POST_STEPS
 from core.preprocess import RESIZE_POLICIES
 from core.tuning import TUNE_MODES
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "vit_small_patch14_dinov2"
-    # "hub" (timm's hub weights), "none" (random init), or a file: a timm state dict
-    # (.safetensors/.pth/.bin) or a Curator encoder file written by training.
-    weights: str = "none"
-    pooling: str = "cls"
-    gem_p: float = 3.0
-    # Input side in pixels; null takes the model's pretrained config.
-    img_size: int | None = None
-    resize: str = "squash"
 
 
 @dataclass
