@@ -21,6 +21,7 @@ from torch import nn
 from core.atomic import atomic_path
 from core.errors import MissingInputError, RecipeError
 from core.preprocess import RESIZE_POLICIES
+from core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +161,14 @@ class Pooling:
 
 
 # The poolings ``model.pooling`` may name. A new one is a function and one ``@register_pooling`` line.
-POOLINGS: dict[str, Pooling] = {}
+POOLINGS: Registry[Pooling] = Registry("pooling")
 
 
 def register_pooling(name: str, dim: Callable[[int], int] = lambda width: width):
     """Register ``fn(encoder, features) -> (B, D) tensor`` as pooling ``name`` of width ``dim(width)``."""
 
     def register(fn: Callable[[Encoder, torch.Tensor], torch.Tensor]):
-        POOLINGS[name] = Pooling(fn, dim)
+        POOLINGS.add(name, Pooling(fn, dim))
         return fn
 
     return register

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from core.registry import Registry
+
 # The cut-offs every report uses; Hit@3 is the competition's measure.
 KS = (1, 3, 10)
 HIT_KEYS = tuple(f"hit@{k}" for k in KS)
@@ -55,15 +57,8 @@ def average_precision(ranks: np.ndarray) -> float:
 # ``fn(ranks) -> float``. A new measure is a function and one ``@register_metric`` line; every
 # report (metrics.json, the printed table, compare) picks it up.
 Metric = Callable[[Sequence[np.ndarray]], float]
-METRICS: dict[str, Metric] = {}
-
-
-def register_metric(name: str) -> Callable[[Metric], Metric]:
-    def register(fn: Metric) -> Metric:
-        METRICS[name] = fn
-        return fn
-
-    return register
+METRICS: Registry[Metric] = Registry("metric")
+register_metric = METRICS.register
 
 
 def _hit_at(k: int) -> Metric:

@@ -39,6 +39,7 @@ from core.atomic import atomic_path
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
 from core.images import ImageReader
+from core.registry import Registry
 from core.search import topk
 from core.verify import Verifier
 
@@ -168,15 +169,8 @@ class PostProcessor:
 # norms); its options are ``post.<name>`` of the recipe. A new step is a function, one
 # ``@register_step`` line and its options section in ``PostConfig``.
 PostStep = Callable[[PostProcessor, Embeddings, np.ndarray, Sequence[Path], bool], np.ndarray]
-POST_STEPS: dict[str, PostStep] = {}
-
-
-def register_step(name: str) -> Callable[[PostStep], PostStep]:
-    def register(fn: PostStep) -> PostStep:
-        POST_STEPS[name] = fn
-        return fn
-
-    return register
+POST_STEPS: Registry[PostStep] = Registry("post step")
+register_step = POST_STEPS.register
 
 
 @register_step("concat")

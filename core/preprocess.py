@@ -16,19 +16,14 @@ import cv2
 import numpy as np
 import torch
 
+from core.registry import Registry
+
 ResizeOps = Callable[[int, Sequence[float], int], list[A.BasicTransform]]
 
 # The policies ``model.resize`` may name: ``fn(size, mean, interpolation) -> albumentations ops`` that
 # bring any RGB image to size x size. A new one is a function and one ``@register_resize`` line.
-RESIZE_POLICIES: dict[str, ResizeOps] = {}
-
-
-def register_resize(name: str) -> Callable[[ResizeOps], ResizeOps]:
-    def register(fn: ResizeOps) -> ResizeOps:
-        RESIZE_POLICIES[name] = fn
-        return fn
-
-    return register
+RESIZE_POLICIES: Registry[ResizeOps] = Registry("resize policy")
+register_resize = RESIZE_POLICIES.register
 
 
 @register_resize("squash")

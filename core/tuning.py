@@ -29,6 +29,7 @@ from torch import nn
 
 from core.backbone import Encoder
 from core.errors import RecipeError
+from core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,8 @@ def _inject_lora(model: nn.Module, params: list[str], rank: int, alpha: float) -
 # How a mode marks what trains: ``fn(encoder, tune_cfg) -> encoder`` (the same one, or a copy with
 # more parts). A new mode is a function and one ``@register_tune_mode`` line.
 TuneMode = Callable[[Encoder, Any], Encoder]
-TUNE_MODES: dict[str, TuneMode] = {}
-
-
-def register_tune_mode(name: str) -> Callable[[TuneMode], TuneMode]:
-    def register(fn: TuneMode) -> TuneMode:
-        TUNE_MODES[name] = fn
-        return fn
-
-    return register
+TUNE_MODES: Registry[TuneMode] = Registry("tuning mode")
+register_tune_mode = TUNE_MODES.register
 
 
 @register_tune_mode("full")

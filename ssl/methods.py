@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from core.backbone import Encoder
+from core.registry import Registry
 from core.tuning import merged_copy, param_groups
 
 
@@ -100,15 +101,8 @@ class SSLModule(pl.LightningModule):
 
 
 # The methods ``method`` may name; the recipe schema checks against this.
-METHODS: dict[str, type[SSLModule]] = {}
-
-
-def register_method(name: str):
-    def register(cls: type[SSLModule]) -> type[SSLModule]:
-        METHODS[name] = cls
-        return cls
-
-    return register
+METHODS: Registry[type[SSLModule]] = Registry("SSL method")
+register_method = METHODS.register
 
 
 class EMA:
