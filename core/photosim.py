@@ -2,8 +2,12 @@
 
 It turns a clean painting into a phone photo taken in a gallery: a frame and a wall around it, a
 perspective tilt, uneven and dim light with a colour cast, a glare spot, blur, sensor noise and
-JPEG. It makes the sample museum's photos and the held-out synthetic queries of ``eval``; it is
-deliberately separate from the training augmentations (``ssl.augment``, albumentations), so a
+JPEG (``simulate_visitor_photo``: the sample museum's photos). ``simulate_query`` makes the held-out
+synthetic queries of ``eval`` the way the real competition queries look (the one public inspection
+of them): a painting tilted a few degrees inside pale padding, often zoomed in, in dim light or at
+low resolution, and in 44% of cases turned by a multiple of 90 degrees; a third are today's wall and
+frame photos. Each query says which conditions it shows, so Hit@k can be reported per condition.
+It is deliberately separate from the training augmentations (``ssl.augment``, albumentations), so a
 model is never scored on the exact distortions it was trained to ignore.
 """
 
@@ -99,3 +103,74 @@ def simulate_visitor_photo(painting: np.ndarray, rng: np.random.Generator, on_wa
     if rng.random() < 0.7:
         img = _glare(img, rng)
     return _blur_noise_jpeg(img, rng)
+
+
+# Quarter turns of the real queries (clockwise degrees -> share): 180 29%, 270 11%, 90 4%.
+QUARTER_TURNS = {0: 0.56, 180: 0.29, 270: 0.11, 90: 0.04}
+TURN_CONDITIONS = {0: "upright", 90: "rot90", 180: "rot180", 270: "rot270"}
+# Every condition a query may carry (a query has one turn and any of the others).
+CONDITIONS = (*TURN_CONDITIONS.values(), "wall/frame", "pale padding", "zoom", "dim", "low resolution")
+PALE = (232.0, 228.0, 218.0)
+
+
+def _zoom(painting: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A window of 50-95% of the painting's sides, anywhere in it (the visitor stepped closer)."""
+    h, w = painting.shape[:2]
+    f = rng.uniform(0.5, 0.95)
+    ch, cw = max(8, int(h * f)), max(8, int(w * f))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return painting[y:y + ch, x:x + cw]
+
+
+def _tilt_in_padding(painting: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The painting turned 2-10 degrees either way inside a pale frame and padding."""
+    h, w = painting.shape[:2]
+    pad = int(round(min(h, w) * rng.uniform(0.05, 0.2)))
+    colour = tuple(float(c) for c in np.clip(np.array(PALE) * rng.uniform(0.9, 1.05), 0, 255))
+    padded = cv2.copyMakeBorder(painting.astype(np.float32), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=colour)
+    angle = rng.uniform(2.0, 10.0) * rng.choice([-1.0, 1.0])
+    ph, pw = padded.shape[:2]
+    matrix = cv2.getRotationMatrix2D((pw / 2, ph / 2), angle, 1.0)
+    return cv2.warpAffine(padded, matrix, (pw, ph), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=colour)
+
+
+def _low_resolution(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Down to a longer side of 64-128 px (a thumbnail, a far-away shot), kept at that size."""
+    h, w = img.shape[:2]
+    side = int(rng.integers(64, 129))
+    scale = min(1.0, side / max(h, w))
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def simulate_query(painting: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """A query as the competition's look (RGB uint8) and the conditions it shows, turn first.
+
+    >>> photo, conditions = simulate_query(np.full((80, 60, 3), 128, np.uint8), np.random.default_rng(0))
+    >>> conditions[0] in TURN_CONDITIONS.values() and set(conditions) <= set(CONDITIONS)
+    True
+    """
+    if rng.random() < 1 / 3:
+        photo, conditions = simulate_visitor_photo(painting, rng, on_wall=True), ["wall/frame"]
+    else:
+        conditions = []
+        img = painting
+        if rng.random() < 0.5:
+            img, conditions = _zoom(img, rng), [*conditions, "zoom"]
+        img = _tilt_in_padding(img, rng)
+        conditions.append("pale padding")
+        if rng.random() < 0.35:
+            img = img * rng.uniform(0.25, 0.5)
+            conditions.append("dim")
+        img = _light(img, rng)
+        if rng.random() < 0.5:
+            img = _glare(img, rng)
+        if rng.random() < 0.35:
+            img = _low_resolution(img, rng)
+            conditions.append("low resolution")
+        photo = _blur_noise_jpeg(img, rng)
+    turn = int(rng.choice(list(QUARTER_TURNS), p=list(QUARTER_TURNS.values())))
+    # np.rot90 turns counter-clockwise: k = -turn / 90 turns clockwise.
+    return np.ascontiguousarray(np.rot90(photo, k=-turn // 90)), [TURN_CONDITIONS[turn], *conditions]
+

@@ -25,6 +25,7 @@ from core.embed import PRECISIONS
 from core.errors import RecipeError
 from core.post import POST_STEPS
 from core.preprocess import RESIZE_POLICIES
+from core.synthetic import STYLES as SYNTHETIC_STYLES
 from core.tuning import TUNE_MODES
 
 
@@ -60,6 +61,10 @@ class SyntheticConfig:
     # Held-out synthetic visitor photos made from pool images; 0 disables them.
     num_queries: int = 100
     seed: int = 0
+    # "queries": as the real competition queries look (quarter turns, tilt in pale padding, zoom-ins,
+    # dim light, low resolution, a third on walls), with Hit@k per condition; "classic": the wall
+    # and frame photos only (what synthetic figures measured before this option used).
+    style: str = "queries"
 
 
 @dataclass
@@ -165,7 +170,7 @@ def check_choices(cfg: DictConfig, choices: tuple[tuple[str, Iterable[str]], ...
 
 def _choices_check(cfg: DictConfig) -> None:
     check_choices(cfg, (("model.resize", RESIZE_POLICIES), ("model.pooling", POOLINGS),
-                        ("embed.precision", PRECISIONS)))
+                        ("embed.precision", PRECISIONS), ("synthetic.style", SYNTHETIC_STYLES)))
     if "tune" in cfg:  # the training recipes
         check_choices(cfg, (("tune.mode", TUNE_MODES),))
     if not cfg.embed.scales or any(s <= 0 for s in cfg.embed.scales):

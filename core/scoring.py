@@ -15,6 +15,7 @@ from core.backbone import Encoder
 from core.embed import Embeddings, embed_images
 from core.images import ImageReader
 from core.metrics import summarize, target_ranks
+from core.photosim import CONDITIONS
 from core.pool import LabeledSet, Pool, row_index
 from core.post import PostProcessor
 from core.runs import RunDir
@@ -64,7 +65,10 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
     if post is not None and post.active:
         joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
     rows = list(range(len(emb), len(emb) + len(syn)))
-    return {**summarize(target_ranks(joint.vectors, rows, [[s] for s in queries.sources])),
+    ranks = target_ranks(joint.vectors, rows, [[s] for s in queries.sources])
+    shown = [c for c in CONDITIONS if any(c in q for q in queries.conditions)]
+    by_condition = {c: summarize([r for r, q in zip(ranks, queries.conditions, strict=True) if c in q]) for c in shown}
+    return {**summarize(ranks), "conditions": by_condition,
             "stats": pair_stats(joint.vectors, rows, list(queries.sources))}
 
 
@@ -78,6 +82,6 @@ def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], e
     if count <= 0 or len(emb) < 2:
         return None
     queries = make_synthetic_queries(pool_paths, emb.names, count, int(recipe.synthetic.seed),
-                                     run.path / "synthetic", reader)
+                                     run.path / "synthetic", reader, str(recipe.synthetic.style))
     return score_synthetic(encoder, queries, emb, recipe.embed, run.path / "synthetic" / "embeddings", post,
                            pool_paths)

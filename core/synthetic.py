@@ -17,10 +17,14 @@ import numpy as np
 
 from core.atomic import atomic_write_bytes, atomic_write_text
 from core.images import ImageReader, shrink_to
-from core.photosim import simulate_visitor_photo
+from core.photosim import simulate_query, simulate_visitor_photo
 
 # Sources are shrunk first: the simulator's cost grows with the area, and models see ~224 px.
 SOURCE_MAX_SIDE = 768
+# How the photos are made (synthetic.style): "queries" as the real competition queries look, each
+# with its conditions (core.photosim.simulate_query); "classic", the wall and frame photos that every
+# synthetic figure before real-query conditions was measured on.
+STYLES = ("queries", "classic")
 
 
 @dataclass
@@ -28,24 +32,34 @@ class SyntheticQueries:
     paths: list[Path]
     names: list[str]
     sources: list[int]
+    # The conditions each photo shows (turn first); empty lists for the classic style.
+    conditions: list[list[str]]
 
 
 def make_synthetic_queries(pool_paths: list[Path], pool_names: list[str], count: int, seed: int,
-                           out_dir: str | Path, reader: ImageReader | None = None) -> SyntheticQueries:
-    """Photograph ``count`` pool images chosen with ``seed``; write them and ``pairs.csv`` to ``out_dir``."""
+                           out_dir: str | Path, reader: ImageReader | None = None, style: str = "queries"
+                           ) -> SyntheticQueries:
+    """Photograph ``count`` pool images chosen with ``seed`` in ``style``; write them and ``pairs.csv``
+    (``query,target,conditions``, conditions joined by ``;``) to ``out_dir``."""
+    if style not in STYLES:
+        raise ValueError(f"synthetic style {style!r} is not one of {STYLES}")
     out_dir = Path(out_dir)
     count = min(count, len(pool_paths))
     rng = np.random.default_rng(seed)
     chosen = sorted(int(i) for i in rng.choice(len(pool_paths), size=count, replace=False))
     reader = reader or ImageReader(min_side=SOURCE_MAX_SIDE)
-    paths, names = [], []
+    paths, names, conditions = [], [], []
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["query", "target"])
+    writer.writerow(["query", "target", "conditions"])
     for n, source in enumerate(chosen):
         painting = shrink_to(reader(pool_paths[source]), SOURCE_MAX_SIDE)
         # One generator per source: a photo depends only on the seed and the image it shows.
-        photo = simulate_visitor_photo(painting, np.random.default_rng([seed, source]))
+        rng = np.random.default_rng([seed, source])
+        if style == "classic":
+            photo, shown = simulate_visitor_photo(painting, rng), []
+        else:
+            photo, shown = simulate_query(painting, rng)
         name = f"synthetic/syn_{n:05d}.jpg"
         path = out_dir / "images" / f"syn_{n:05d}.jpg"
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -53,6 +67,7 @@ def make_synthetic_queries(pool_paths: list[Path], pool_names: list[str], count:
         atomic_write_bytes(path, buf.tobytes())
         paths.append(path)
         names.append(name)
-        writer.writerow([name, pool_names[source]])
+        conditions.append(shown)
+        writer.writerow([name, pool_names[source], ";".join(shown)])
     atomic_write_text(out_dir / "pairs.csv", table.getvalue())
-    return SyntheticQueries(paths, names, chosen)
+    return SyntheticQueries(paths, names, chosen, conditions)

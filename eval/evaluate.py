@@ -73,6 +73,7 @@ def format_table(metrics: dict) -> str:
         rows.extend((f"  {name}/{s}", f) for s, f in figures["subsets"].items())
     if metrics.get("synthetic"):
         rows.append(("synthetic queries", metrics["synthetic"]))
+        rows.extend((f"  synthetic/{c}", f) for c, f in metrics["synthetic"].get("conditions", {}).items())
     if metrics["sets"]:
         rows.append(("overall", metrics))
     header = f"{'set':<34}{'n':>6}" + "".join(f"{k:>9}" for k in METRIC_KEYS[:-1])

@@ -60,7 +60,8 @@ class EvalMonitor(pl.Callback):
         self.queries = make_synthetic_queries([self.pool.paths[i] for i in self.rows],
                                               [self.pool.names[i] for i in self.rows],
                                               int(self.recipe.synthetic.num_queries), int(self.recipe.synthetic.seed),
-                                              self.run.path / "monitor" / "synthetic", reader)
+                                              self.run.path / "monitor" / "synthetic", reader,
+                                              str(self.recipe.synthetic.style))
 
     def evaluate(self, pl_module: pl.LightningModule, epoch: int, step: int, loss: float | None,
                  logged: dict | None = None) -> dict:
