@@ -1,4 +1,4 @@
-"""Batched embedding of image files with progress, flip and multi-scale test-time augmentation.
+"""Batched embedding of image files with progress, and test-time augmentation: mirror, scales, quarter turns.
 
 The result is an :class:`Embeddings`: L2-normalised float32 vectors, the image names in the same
 order, and the raw descriptor norms (before normalisation) for statistics.
@@ -28,6 +28,8 @@ from core.preprocess import eval_transform
 
 log = logging.getLogger(__name__)
 
+# embed.turns: quarter turns (clockwise degrees) whose embeddings are averaged.
+TURNS = (0, 90, 180, 270)
 # embed.precision: float32, or bfloat16 autocast (1.5-3x faster on CPUs with native bf16).
 PRECISIONS = ("fp32", "bf16")
 NAMES_FILE = "names.json"
@@ -146,15 +148,19 @@ def variant_name(pooling: str, flip: bool) -> str:
 
 def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str], *,
                    poolings: Sequence[str] | None = None, flips: Sequence[bool] = (False,),
-                   scales: Sequence[float] = (1.0,), batch_size: int = 32, num_workers: int = 2,
+                   scales: Sequence[float] = (1.0,), turns: Sequence[int] = (0,), batch_size: int = 32,
+                   num_workers: int = 2,
                    precision: str = "fp32", device: str = "auto", reader: ImageReader | None = None,
                    skip_corrupt: bool = False, progress: bool = True, desc: str = "embed"
                    ) -> dict[str, Embeddings]:
     """Embed ``paths`` once per (pooling, flip) variant, sharing decoding and forward passes.
 
     Each variant's descriptor is the mean of the L2-normalised descriptors of its views (every
-    scale, and the mirrored image when flipping), normalised again. Keys: ``variant_name``.
+    scale, every quarter turn in ``turns`` (clockwise degrees), and the mirrored image when flipping),
+    normalised again. Keys: ``variant_name``.
     """
+    if not turns or any(t not in TURNS for t in turns):
+        raise ValueError(f"turns={list(turns)} must be a non-empty list from {TURNS}")
     if len(paths) != len(names):
         raise ValueError(f"{len(paths)} paths but {len(names)} names")
     poolings = tuple(poolings or (encoder.spec.pooling,))
@@ -184,16 +190,19 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
             order.extend(index)
             acc = {k: 0.0 for k in keys}
             raw = {k: 0.0 for k in keys}
-            for batch in batches:
-                batch = batch.to(dev, non_blocking=True)
-                views = {False: batch, True: torch.flip(batch, dims=[3])} if True in flips else {False: batch}
-                pooled = {f: encoder.forward_poolings(x, poolings) for f, x in views.items()}
-                for p, f in keys:
-                    used = [pooled[False][p]] + ([pooled[True][p]] if f else [])
-                    for d in used:
-                        d = d.float()
-                        acc[(p, f)] = acc[(p, f)] + F.normalize(d, dim=-1)
-                        raw[(p, f)] = raw[(p, f)] + d.norm(dim=-1) / (len(used) * len(batches))
+            for scaled in batches:
+                scaled = scaled.to(dev, non_blocking=True)
+                for turn in turns:
+                    # Inputs are square, so a quarter turn keeps their shape; rot90 turns counter-clockwise.
+                    batch = torch.rot90(scaled, k=-turn // 90, dims=(2, 3)) if turn else scaled
+                    views = {False: batch, True: torch.flip(batch, dims=[3])} if True in flips else {False: batch}
+                    pooled = {f: encoder.forward_poolings(x, poolings) for f, x in views.items()}
+                    for p, f in keys:
+                        used = [pooled[False][p]] + ([pooled[True][p]] if f else [])
+                        for d in used:
+                            d = d.float()
+                            acc[(p, f)] = acc[(p, f)] + F.normalize(d, dim=-1)
+                            raw[(p, f)] = raw[(p, f)] + d.norm(dim=-1) / (len(used) * len(batches) * len(turns))
             for k in keys:
                 sums[k].append(F.normalize(acc[k], dim=-1).cpu())
                 norm_sums[k].append(raw[k].cpu())
@@ -223,6 +232,7 @@ def embed_images(encoder: Encoder, paths: Sequence[Path], names: Sequence[str], 
     """Embed ``paths`` with the encoder's pooling and the TTA of ``embed_cfg`` (the recipe's ``embed``)."""
     variants = embed_variants(
         encoder, paths, names, flips=(bool(embed_cfg.flip),), scales=tuple(embed_cfg.scales),
+        turns=tuple(int(t) for t in embed_cfg.turns),
         batch_size=embed_cfg.batch_size, num_workers=embed_cfg.num_workers,
         precision=embed_cfg.precision, device=embed_cfg.device, reader=reader,
         skip_corrupt=skip_corrupt, progress=embed_cfg.progress, desc=desc)

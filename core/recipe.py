@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from core.backbone import POOLINGS, ModelConfig
-from core.embed import PRECISIONS
+from core.embed import PRECISIONS, TURNS
 from core.errors import RecipeError
 from core.post import POST_STEPS
 from core.preprocess import RESIZE_POLICIES
@@ -35,6 +35,9 @@ class EmbedConfig:
     num_workers: int = 2
     flip: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
+    # Quarter-turn TTA: the mean of the embeddings of these turns (clockwise degrees); [0, 90, 180, 270]
+    # makes an embedding blind to quarter turns at 4x the cost.
+    turns: list[int] = field(default_factory=lambda: [0])
     precision: str = "fp32"
     device: str = "auto"
     progress: bool = True
@@ -175,6 +178,10 @@ def _choices_check(cfg: DictConfig) -> None:
         check_choices(cfg, (("tune.mode", TUNE_MODES),))
     if not cfg.embed.scales or any(s <= 0 for s in cfg.embed.scales):
         raise RecipeError(f"embed.scales={list(cfg.embed.scales)} must be a non-empty list of positive factors")
+    if not cfg.embed.turns or any(t not in TURNS for t in cfg.embed.turns) or len(set(cfg.embed.turns)) != len(
+            cfg.embed.turns):
+        raise RecipeError(f"embed.turns={list(cfg.embed.turns)} must list distinct quarter turns from {TURNS}, "
+                          "e.g. [0] (none) or [0,90,180,270]")
     if cfg.embed.batch_size < 1:
         raise RecipeError("embed.batch_size must be at least 1")
     steps = list(cfg.post.steps)

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -5,8 +6,8 @@ from PIL import Image
 
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, embed_variants, scale_sizes
-from core.errors import ImageDecodeError
-from core.images import list_images
+from core.errors import ImageDecodeError, RecipeError
+from core.images import decode_image, list_images
 from core.preprocess import eval_transform
 from core.recipe import load_recipe
 
@@ -76,6 +77,22 @@ def test_variants_share_one_pass_and_match_single_runs(encoder, tmp_path):
     assert set(variants) == {"cls", "cls+flip", "gem", "gem+flip"}
     single = embed_images(encoder, paths, names, _cfg("embed.flip=true"))
     np.testing.assert_allclose(variants["cls+flip"].vectors, single.vectors, atol=1e-5)
+
+
+def test_turn_tta_makes_quarter_turns_invisible(encoder, tmp_path):
+    paths = _asymmetric(tmp_path, n=3)
+    turned = []
+    for k, path in enumerate(paths):
+        image = decode_image(path)
+        turned.append(tmp_path / f"turned{k}.png")
+        cv2.imwrite(str(turned[-1]), cv2.cvtColor(np.ascontiguousarray(np.rot90(image, k=k + 1)), cv2.COLOR_RGB2BGR))
+    names = [p.name for p in paths]
+    plain = [embed_images(encoder, f, names, _cfg()).vectors for f in (paths, turned)]
+    tta = [embed_images(encoder, f, names, _cfg("embed.turns=[0,90,180,270]")).vectors for f in (paths, turned)]
+    cos_plain, cos_tta = ((a * b).sum(1) for a, b in (plain, tta))
+    assert (cos_tta > 0.999).all() and (cos_plain < 0.99).any()
+    with pytest.raises(RecipeError, match="embed.turns"):
+        _cfg("embed.turns=[45]")
 
 
 def test_multiscale_sizes_and_output(encoder, tmp_path):
