@@ -2,7 +2,8 @@
 
 Reads the embeddings an ``python -m eval`` run saved (pool and synthetic queries), applies the
 recipe ``post`` steps through the same code as eval (``core.post.PostProcessor``), and
-prints Hit@1/3/10 on the labeled sets, synthetic Hit@3 and the time each configuration took.
+prints Hit@1/3/10 on the labeled sets, synthetic Hit@3 (overall and per condition of the photos,
+for runs made with ``synthetic.style=queries``) and the time each configuration took.
 
     CURATOR_SHARED=../shared python -m benchmarks.postprocess RUN_DIR [RUN_DIR ...] [--fusion]
         [--concat-with RUN_DIR]
@@ -19,6 +20,7 @@ import pandas as pd
 
 from core.embed import Embeddings
 from core.metrics import HIT_KEYS, summarize, target_ranks
+from core.photosim import CONDITIONS
 from core.pool import recipe_pool, row_index
 from core.post import PostProcessor, concat_blocks
 from core.recipe import load_recipe
@@ -47,14 +49,16 @@ FUSION = {
 }
 
 
-def _synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int]] | None:
+def _synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int], list[list[str]]] | None:
+    """A run's synthetic photos: embeddings, their sources' pool rows, and each photo's conditions."""
     folder = run / "synthetic"
     if not Embeddings.saved_in(folder / "embeddings"):
         return None
     syn = Embeddings.load(folder / "embeddings")
-    pairs = pd.read_csv(folder / "pairs.csv")
+    pairs = pd.read_csv(folder / "pairs.csv", keep_default_na=False)
     row = row_index(pool.names)
-    return syn, [row[t] for t in pairs["target"]]
+    conditions = [c.split(";") if c else [] for c in pairs.get("conditions", [""] * len(pairs))]
+    return syn, [row[t] for t in pairs["target"]], conditions
 
 
 def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None) -> list[dict]:
@@ -91,12 +95,20 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
             if start_syn is not None:
                 joint = post.apply(Embeddings.concat([start, start_syn]), [*paths, *syn_paths], save=False)
                 rows_syn = list(range(len(start), len(joint)))
-                row["synthetic_hit@3"] = summarize(target_ranks(joint.vectors, rows_syn,
-                                                                [[t] for t in synthetic[1]]))["hit@3"]
+                ranks = target_ranks(joint.vectors, rows_syn, [[t] for t in synthetic[1]])
+                row["synthetic_hit@3"] = summarize(ranks)["hit@3"]
+                for condition in CONDITIONS:
+                    chosen = [r for r, shown in zip(ranks, synthetic[2], strict=True) if condition in shown]
+                    if chosen:
+                        row[f"syn {condition} hit@3"] = summarize(chosen)["hit@3"]
             rows.append(row)
             print(f"{row['run']:<28}{row['post']:<60}" + " ".join(
                 f"{row[k]:.3f}" for k in HIT_KEYS) +
                 f"  syn {row.get('synthetic_hit@3', float('nan')):.3f}  {row['seconds']:7.2f} s", flush=True)
+            per_condition = {k[4:-6]: v for k, v in row.items() if k.startswith("syn ") and k.endswith(" hit@3")}
+            if per_condition:
+                shown = ", ".join(f"{c} {v:.3f}" for c, v in per_condition.items())
+                print(f"    synthetic Hit@3 by condition: {shown}")
     return rows
 
 
