@@ -20,11 +20,10 @@ import pandas as pd
 
 from core.embed import Embeddings
 from core.metrics import HIT_KEYS, summarize, target_ranks
-from core.photosim import CONDITIONS
 from core.pool import recipe_pool, row_index
 from core.post import PostProcessor, concat_blocks
 from core.recipe import load_recipe
-from core.scoring import labeled_metrics
+from core.scoring import by_condition, labeled_metrics
 
 SINGLE = {
     "none": [],
@@ -97,10 +96,8 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
                 rows_syn = list(range(len(start), len(joint)))
                 ranks = target_ranks(joint.vectors, rows_syn, [[t] for t in synthetic[1]])
                 row["synthetic_hit@3"] = summarize(ranks)["hit@3"]
-                for condition in CONDITIONS:
-                    chosen = [r for r, shown in zip(ranks, synthetic[2], strict=True) if condition in shown]
-                    if chosen:
-                        row[f"syn {condition} hit@3"] = summarize(chosen)["hit@3"]
+                for condition, figures in by_condition(ranks, synthetic[2]).items():
+                    row[f"syn {condition} hit@3"] = figures["hit@3"]
             rows.append(row)
             print(f"{row['run']:<28}{row['post']:<60}" + " ".join(
                 f"{row[k]:.3f}" for k in HIT_KEYS) +

@@ -51,6 +51,13 @@ def labeled_metrics(pool: Pool, emb: Embeddings) -> tuple[dict, dict]:
     return per_set, summarize(all_ranks)
 
 
+def by_condition(ranks: list[np.ndarray], conditions: list[list[str]]) -> dict[str, dict]:
+    """The metrics of the queries showing each condition (``core.photosim.CONDITIONS`` order; a
+    condition no query shows is left out)."""
+    shown = [c for c in CONDITIONS if any(c in q for q in conditions)]
+    return {c: summarize([r for r, q in zip(ranks, conditions, strict=True) if c in q]) for c in shown}
+
+
 def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings, embed_cfg,
                     save_to: Path | None = None, post: PostProcessor | None = None,
                     pool_paths: list[Path] | None = None) -> dict:
@@ -66,9 +73,7 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
         joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
     rows = list(range(len(emb), len(emb) + len(syn)))
     ranks = target_ranks(joint.vectors, rows, [[s] for s in queries.sources])
-    shown = [c for c in CONDITIONS if any(c in q for q in queries.conditions)]
-    by_condition = {c: summarize([r for r, q in zip(ranks, queries.conditions, strict=True) if c in q]) for c in shown}
-    return {**summarize(ranks), "conditions": by_condition,
+    return {**summarize(ranks), "conditions": by_condition(ranks, queries.conditions),
             "stats": pair_stats(joint.vectors, rows, list(queries.sources))}
 
 
