@@ -1,7 +1,12 @@
-"""Batched embedding of image files with progress, and test-time augmentation: mirror, scales, quarter turns.
+"""Batched embedding of image files with progress, and test-time augmentation: mirror, scales, views.
+
+An image's views are its quarter turns (``embed.turns``) and, with ``embed.crop``, the same turns
+of the painting localised in it (``core.localise``). ``embed.combine`` makes them one embedding:
+``mean`` averages them; ``gate`` keeps the plain view unless another one's nearest neighbour in the
+pool is clearly closer (``core.gate``).
 
 The result is an :class:`Embeddings`: L2-normalised float32 vectors, the image names in the same
-order, and the raw descriptor norms (before normalisation) for statistics.
+order, the raw descriptor norms (before normalisation) for statistics and, for the gate, each view.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from tqdm import tqdm
 from core.atomic import atomic_path, atomic_write_text
 from core.backbone import Encoder
 from core.errors import ImageDecodeError
+from core.gate import gated_vectors
 from core.images import ImageReader, make_reader
+from core.localise import painting_crop
 from core.preprocess import eval_transform
 
 log = logging.getLogger(__name__)
@@ -32,7 +39,10 @@ log = logging.getLogger(__name__)
 TURNS = (0, 90, 180, 270)
 # embed.precision: float32, or bfloat16 autocast (1.5-3x faster on CPUs with native bf16).
 PRECISIONS = ("fp32", "bf16")
+# embed.combine: how an image's views become one embedding.
+COMBINES = ("mean", "gate")
 NAMES_FILE = "names.json"
+VIEWS_FILE, VIEW_NAMES_FILE = "views.npy", "views.json"
 OLD_NAMES_FILE = "names.txt"
 
 
@@ -44,10 +54,16 @@ class Embeddings:
     vectors: np.ndarray
     norms: np.ndarray
     skipped: list[str] = field(default_factory=list)
+    # (n, V, d) unit rows, one per view (view_names), kept where the views are gated over a pool.
+    views: np.ndarray | None = None
+    view_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.vectors) or len(self.norms) != len(self.vectors):
             raise ValueError(f"{len(self.names)} names, {len(self.vectors)} vectors, {len(self.norms)} norms")
+        if self.views is not None and self.views.shape[:2] != (len(self.vectors), len(self.view_names)):
+            raise ValueError(f"views of shape {self.views.shape} for {len(self.vectors)} rows and view names "
+                             f"{self.view_names}")
         bad = ~np.isfinite(self.vectors).all(axis=1) if len(self.vectors) else np.zeros(0, bool)
         if bad.any():
             first = [self.names[i] for i in np.flatnonzero(bad)[:5]]
@@ -62,12 +78,16 @@ class Embeddings:
         return int(self.vectors.shape[1])
 
     def save(self, folder: str | Path) -> None:
-        """Write ``embeddings.npy``, ``norms.npy`` and ``names.json`` atomically.
+        """Write ``embeddings.npy``, ``norms.npy`` and ``names.json`` (and the views, where kept) atomically.
 
         Names are a JSON list: a file name may hold any character, a newline included.
         """
         folder = Path(folder)
-        for name, array in (("embeddings.npy", self.vectors), ("norms.npy", self.norms)):
+        arrays = [("embeddings.npy", self.vectors), ("norms.npy", self.norms)]
+        if self.views is not None:
+            arrays.append((VIEWS_FILE, self.views))
+            atomic_write_text(folder / VIEW_NAMES_FILE, json.dumps(self.view_names))
+        for name, array in arrays:
             with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
                 np.save(f, array)
         atomic_write_text(folder / NAMES_FILE, json.dumps(self.names, ensure_ascii=False))
@@ -84,23 +104,47 @@ class Embeddings:
             names = json.loads((folder / NAMES_FILE).read_text(encoding="utf-8"))
         else:  # runs written before names.json: one name a line
             names = (folder / OLD_NAMES_FILE).read_text(encoding="utf-8").splitlines()
-        return cls(names, np.load(folder / "embeddings.npy"), np.load(folder / "norms.npy"))
+        views, view_names = None, []
+        if (folder / VIEWS_FILE).is_file():
+            views, view_names = np.load(folder / VIEWS_FILE), json.loads((folder / VIEW_NAMES_FILE).read_text())
+        return cls(names, np.load(folder / "embeddings.npy"), np.load(folder / "norms.npy"), [], views, view_names)
 
     @classmethod
     def concat(cls, parts: Sequence[Embeddings]) -> Embeddings:
+        """The rows of ``parts`` in order; views are kept when every part has the same ones."""
+        same_views = all(p.views is not None and p.view_names == parts[0].view_names for p in parts)
         return cls([n for p in parts for n in p.names], np.concatenate([p.vectors for p in parts]),
-                   np.concatenate([p.norms for p in parts]), [s for p in parts for s in p.skipped])
+                   np.concatenate([p.norms for p in parts]), [s for p in parts for s in p.skipped],
+                   np.concatenate([p.views for p in parts]) if same_views else None,
+                   list(parts[0].view_names) if same_views else [])
+
+    def with_views(self, names: Sequence[str]) -> Embeddings:
+        """Only the views ``names``, each row their normalised mean (as if embedded with those views)."""
+        views = self.views[:, [self.view_names.index(v) for v in names]]
+        vectors = F.normalize(torch.from_numpy(views.sum(axis=1)), dim=-1).numpy()
+        return Embeddings(self.names, vectors, self.norms, self.skipped, views, list(names))
+
+    def gated(self, margin: float | None = None) -> Embeddings:
+        """Each row becomes the view the gate keeps over this whole pool (``core.gate``); as it is
+        without views."""
+        if self.views is None:
+            return self
+        vectors = gated_vectors(self.views, self.view_names, margin)
+        return Embeddings(self.names, vectors, self.norms, self.skipped, self.views, self.view_names)
 
 
 class ImageFileDataset(Dataset):
-    """Decodes file ``i`` and returns one tensor per scale; ``None`` for a skipped corrupt file."""
+    """Decodes file ``i`` and returns one tensor per scale (then, with ``crop``, one per scale of the
+    localised painting); ``None`` for a skipped corrupt file."""
 
     def __init__(self, paths: Sequence[Path], reader: ImageReader,
-                 transforms: Sequence[Callable[[np.ndarray], torch.Tensor]], skip_corrupt: bool = False):
+                 transforms: Sequence[Callable[[np.ndarray], torch.Tensor]], skip_corrupt: bool = False,
+                 crop: bool = False):
         self.paths = list(paths)
         self.reader = reader
         self.transforms = list(transforms)
         self.skip_corrupt = skip_corrupt
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -112,7 +156,8 @@ class ImageFileDataset(Dataset):
             if self.skip_corrupt:
                 return i, None
             raise
-        return i, tuple(t(image) for t in self.transforms)
+        images = (image, painting_crop(image)) if self.crop else (image,)
+        return i, tuple(t(img) for img in images for t in self.transforms)
 
 
 def _collate(items):
@@ -146,18 +191,29 @@ def variant_name(pooling: str, flip: bool) -> str:
     return f"{pooling}+flip" if flip else pooling
 
 
+def view_name(crop: bool, turn: int) -> str:
+    """The name of a view in ``Embeddings.view_names``.
+
+    >>> view_name(False, 0), view_name(True, 180)
+    ('0', 'crop+180')
+    """
+    return f"crop+{turn}" if crop and turn else "crop" if crop else str(turn)
+
+
 def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str], *,
                    poolings: Sequence[str] | None = None, flips: Sequence[bool] = (False,),
-                   scales: Sequence[float] = (1.0,), turns: Sequence[int] = (0,), batch_size: int = 32,
-                   num_workers: int = 2,
+                   scales: Sequence[float] = (1.0,), turns: Sequence[int] = (0,), crop: bool = False,
+                   keep_views: bool = False, batch_size: int = 32, num_workers: int = 2,
                    precision: str = "fp32", device: str = "auto", reader: ImageReader | None = None,
                    skip_corrupt: bool = False, progress: bool = True, desc: str = "embed"
                    ) -> dict[str, Embeddings]:
     """Embed ``paths`` once per (pooling, flip) variant, sharing decoding and forward passes.
 
-    Each variant's descriptor is the mean of the L2-normalised descriptors of its views (every
-    scale, every quarter turn in ``turns`` (clockwise degrees), and the mirrored image when flipping),
-    normalised again. Keys: ``variant_name``.
+    An image's views are its quarter turns ``turns`` (clockwise degrees) and, with ``crop``, the same
+    turns of its localised painting. A view's descriptor is the sum of the L2-normalised descriptors
+    of every scale (and of the mirrored image when flipping); an image's vector is the normalised sum
+    over its views. ``keep_views`` also keeps each view, normalised (``Embeddings.views``, in the
+    order of ``view_name``). Keys: ``variant_name``.
     """
     if not turns or any(t not in TURNS for t in turns):
         raise ValueError(f"turns={list(turns)} must be a non-empty list from {TURNS}")
@@ -167,14 +223,16 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
     sizes = scale_sizes(encoder, scales)
     transforms = [eval_transform(s, encoder.spec.resize, encoder.spec.mean, encoder.spec.std) for s in sizes]
     reader = reader or ImageReader(min_side=max(sizes))
-    dataset = ImageFileDataset(paths, reader, transforms, skip_corrupt)
+    dataset = ImageFileDataset(paths, reader, transforms, skip_corrupt, crop)
     dev = resolve_device(device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
                         pin_memory=dev.type == "cuda")
     encoder = encoder.to(dev).eval()
     autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
     keys = [(p, f) for p in poolings for f in flips]
+    views_of = [(c, t) for c in ((False, True) if crop else (False,)) for t in turns]
     sums: dict[tuple[str, bool], list[torch.Tensor]] = {k: [] for k in keys}
+    kept: dict[tuple[str, bool], list[torch.Tensor]] = {k: [] for k in keys}
     norm_sums: dict[tuple[str, bool], list[torch.Tensor]] = {k: [] for k in keys}
     order: list[int] = []
     skipped: list[int] = []
@@ -188,9 +246,11 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
             if not index:
                 continue
             order.extend(index)
-            acc = {k: 0.0 for k in keys}
+            acc = {(k, v): 0.0 for k in keys for v in views_of}
             raw = {k: 0.0 for k in keys}
-            for scaled in batches:
+            terms = len(batches) * len(turns)
+            for position, scaled in enumerate(batches):
+                cropped = position >= len(sizes)
                 scaled = scaled.to(dev, non_blocking=True)
                 for turn in turns:
                     # Inputs are square, so a quarter turn keeps their shape; rot90 turns counter-clockwise.
@@ -201,10 +261,13 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
                         used = [pooled[False][p]] + ([pooled[True][p]] if f else [])
                         for d in used:
                             d = d.float()
-                            acc[(p, f)] = acc[(p, f)] + F.normalize(d, dim=-1)
-                            raw[(p, f)] = raw[(p, f)] + d.norm(dim=-1) / (len(used) * len(batches) * len(turns))
+                            acc[((p, f), (cropped, turn))] = acc[((p, f), (cropped, turn))] + F.normalize(d, dim=-1)
+                            raw[(p, f)] = raw[(p, f)] + d.norm(dim=-1) / (len(used) * terms)
             for k in keys:
-                sums[k].append(F.normalize(acc[k], dim=-1).cpu())
+                stacked = torch.stack([acc[(k, v)] for v in views_of], dim=1)
+                sums[k].append(F.normalize(stacked.sum(dim=1), dim=-1).cpu())
+                if keep_views:
+                    kept[k].append(F.normalize(stacked, dim=-1).cpu())
                 norm_sums[k].append(raw[k].cpu())
     bar.close()
     elapsed = time.perf_counter() - start
@@ -219,21 +282,38 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
                                "the right folder")
     result = {}
     for p, f in keys:
-        vectors = torch.cat(sums[(p, f)]).numpy() if order else np.zeros((0, encoder.pooled_dim(p)), np.float32)
+        dim = encoder.pooled_dim(p)
+        vectors = torch.cat(sums[(p, f)]).numpy() if order else np.zeros((0, dim), np.float32)
         norms = torch.cat(norm_sums[(p, f)]).numpy() if order else np.zeros(0, np.float32)
+        views = None
+        if keep_views:
+            views = torch.cat(kept[(p, f)]).numpy() if order else np.zeros((0, len(views_of), dim), np.float32)
         result[variant_name(p, f)] = Embeddings([names[i] for i in order], vectors.astype(np.float32),
-                                                norms.astype(np.float32), skipped_names)
+                                                norms.astype(np.float32), skipped_names,
+                                                None if views is None else views.astype(np.float32),
+                                                [view_name(c, t) for c, t in views_of] if keep_views else [])
     return result
 
 
 def embed_images(encoder: Encoder, paths: Sequence[Path], names: Sequence[str], embed_cfg, *,
                  reader: ImageReader | None = None, skip_corrupt: bool = False, desc: str = "embed"
                  ) -> Embeddings:
-    """Embed ``paths`` with the encoder's pooling and the TTA of ``embed_cfg`` (the recipe's ``embed``)."""
+    """Embed ``paths`` with the encoder's pooling and the TTA of ``embed_cfg`` (the recipe's ``embed``).
+
+    With ``embed.combine=gate`` the views are gated over these images (``Embeddings.gated``) and kept,
+    so a caller that joins more images to them can gate the joint pool again.
+    """
+    gate = embed_cfg.combine == "gate"
     variants = embed_variants(
         encoder, paths, names, flips=(bool(embed_cfg.flip),), scales=tuple(embed_cfg.scales),
-        turns=tuple(int(t) for t in embed_cfg.turns),
+        turns=tuple(int(t) for t in embed_cfg.turns), crop=bool(embed_cfg.crop), keep_views=gate,
         batch_size=embed_cfg.batch_size, num_workers=embed_cfg.num_workers,
         precision=embed_cfg.precision, device=embed_cfg.device, reader=reader,
         skip_corrupt=skip_corrupt, progress=embed_cfg.progress, desc=desc)
-    return variants[variant_name(encoder.spec.pooling, bool(embed_cfg.flip))]
+    emb = variants[variant_name(encoder.spec.pooling, bool(embed_cfg.flip))]
+    return emb.gated(gate_margin(embed_cfg)) if gate else emb
+
+
+def gate_margin(embed_cfg) -> float | None:
+    """``embed.gate_margin`` as a number, or None for the margin the pool sets (``auto``)."""
+    return None if str(embed_cfg.gate_margin) == "auto" else float(embed_cfg.gate_margin)

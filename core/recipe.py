@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from core.backbone import POOLINGS, ModelConfig
-from core.embed import PRECISIONS, TURNS
+from core.embed import COMBINES, PRECISIONS, TURNS
 from core.errors import RecipeError
 from core.post import POST_STEPS
 from core.preprocess import RESIZE_POLICIES
@@ -38,6 +38,14 @@ class EmbedConfig:
     # Quarter-turn TTA: the mean of the embeddings of these turns (clockwise degrees); [0, 90, 180, 270]
     # makes an embedding blind to quarter turns at 4x the cost.
     turns: list[int] = field(default_factory=lambda: [0])
+    # Also embed the painting localised in each image (core.localise: GrabCut, then the quadrilateral
+    # warped upright), at the same turns: the crop is one more view.
+    crop: bool = False
+    # How an image's views become one embedding: "mean" (averaged), or "gate": the image as it is,
+    # unless another view's nearest image in the pool is closer by more than gate_margin (core.gate).
+    combine: str = "mean"
+    # A cosine margin, or "auto": median + 6 robust standard deviations of the pool's own gains.
+    gate_margin: str = "auto"
     precision: str = "fp32"
     device: str = "auto"
     progress: bool = True
@@ -173,7 +181,8 @@ def check_choices(cfg: DictConfig, choices: tuple[tuple[str, Iterable[str]], ...
 
 def _choices_check(cfg: DictConfig) -> None:
     check_choices(cfg, (("model.resize", RESIZE_POLICIES), ("model.pooling", POOLINGS),
-                        ("embed.precision", PRECISIONS), ("synthetic.style", SYNTHETIC_STYLES)))
+                        ("embed.precision", PRECISIONS), ("embed.combine", COMBINES),
+                        ("synthetic.style", SYNTHETIC_STYLES)))
     if "tune" in cfg:  # the training recipes
         check_choices(cfg, (("tune.mode", TUNE_MODES),))
     if not cfg.embed.scales or any(s <= 0 for s in cfg.embed.scales):
@@ -182,6 +191,18 @@ def _choices_check(cfg: DictConfig) -> None:
             cfg.embed.turns):
         raise RecipeError(f"embed.turns={list(cfg.embed.turns)} must list distinct quarter turns from {TURNS}, "
                           "e.g. [0] (none) or [0,90,180,270]")
+    if cfg.embed.combine == "gate":
+        if cfg.embed.turns[0] != 0 or (len(cfg.embed.turns) < 2 and not cfg.embed.crop):
+            raise RecipeError(f"embed.combine=gate chooses among views, and view 0 must be the image as it is: "
+                              f"embed.turns={list(cfg.embed.turns)} must start with 0 and give a second view "
+                              "(e.g. [0,180], or embed.crop=true)")
+        if str(cfg.embed.gate_margin) != "auto":
+            try:
+                if float(cfg.embed.gate_margin) < 0:
+                    raise ValueError
+            except ValueError:
+                raise RecipeError(f"embed.gate_margin={cfg.embed.gate_margin!r} must be auto or a cosine margin "
+                                  ">= 0, e.g. 0.15") from None
     if cfg.embed.batch_size < 1:
         raise RecipeError("embed.batch_size must be at least 1")
     steps = list(cfg.post.steps)

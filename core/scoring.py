@@ -12,7 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from core.backbone import Encoder
-from core.embed import Embeddings, embed_images
+from core.embed import Embeddings, embed_images, gate_margin
 from core.images import ImageReader
 from core.metrics import summarize, target_ranks
 from core.photosim import CONDITIONS
@@ -68,7 +68,8 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
     syn = embed_images(encoder, queries.paths, queries.names, embed_cfg, desc="embed synthetic")
     if save_to is not None:
         syn.save(save_to)
-    joint = Embeddings.concat([emb, syn])
+    # Views are gated over the pool the photos join, as they would be had they been in it all along.
+    joint = Embeddings.concat([emb, syn]).gated(gate_margin(embed_cfg))
     if post is not None and post.active:
         joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
     rows = list(range(len(emb), len(emb) + len(syn)))
