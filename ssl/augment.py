@@ -7,6 +7,7 @@ of it. The visitor-photo view simulates that photo, one physical cause per trans
 transform               why
 ======================  ===============================================================================
 FrameAndWall            visitors photograph the painting in its frame on a wall, smaller than the shot
+PalePadding             the competition's queries: the painting tilted 2-10 degrees inside pale padding
 RandomResizedCrop       partial crops (a detail, a cut-off edge) and zoom-ins; brings the view to its
                         size first so everything after it is cheap
 Perspective             the camera is rarely square to the canvas: keystone tilt
@@ -22,7 +23,13 @@ MotionBlur / Defocus / GaussianBlur
 Downscale               small sensors, digital zoom, far-away shots
 GaussNoise / ISONoise   sensor noise at high ISO
 ImageCompression        the phone's JPEG (and messaging apps re-compressing it)
+QuarterTurn             a phone held sideways or upside down: 44% of the competition's queries are
+                        turned (180 degrees most often, then 270, then 90)
 ======================  ===============================================================================
+
+Zoom-ins are the crops of RandomResizedCrop (``views.global_scale``). PalePadding and QuarterTurn are
+off by default (``views.padding_p``, ``views.turn_p``) until a measurement shows that training with
+them helps after whitening.
 
 It is deliberately a different simulator from ``core.photosim`` (OpenCV), which makes the held-out
 synthetic queries of ``eval``: a model is never scored on the exact distortions it was trained on.
@@ -88,6 +95,43 @@ class FrameAndWall(A.ImageOnlyTransform):
         return ("fill_range", "frame_range")
 
 
+class PalePadding(A.ImageOnlyTransform):
+    """The painting inside pale padding (5-20% of its shorter side), turned 2-10 degrees either way."""
+
+    def __init__(self, angle_range: tuple[float, float] = (2.0, 10.0), p: float = 0.5):
+        super().__init__(p=p)
+        self.angle_range = angle_range
+
+    def get_params(self) -> dict:
+        rng = self.random_generator
+        return {"pad": rng.uniform(0.05, 0.2), "shade": rng.uniform(215, 245) * np.array([1.0, 0.985, 0.95]),
+                "angle": rng.uniform(*self.angle_range) * rng.choice([-1.0, 1.0])}
+
+    def apply(self, img: np.ndarray, pad: float, shade: np.ndarray, angle: float, **params) -> np.ndarray:
+        width = max(1, int(round(min(img.shape[:2]) * pad)))
+        colour = tuple(float(c) for c in np.clip(shade, 0, 255))
+        padded = cv2.copyMakeBorder(img, width, width, width, width, cv2.BORDER_CONSTANT, value=colour)
+        h, w = padded.shape[:2]
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        return cv2.warpAffine(padded, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=colour)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("angle_range",)
+
+
+class QuarterTurn(A.ImageOnlyTransform):
+    """Turn the view by 90, 180 or 270 degrees clockwise, 180 most often (the queries' 4:29:11 mix)."""
+
+    TURNS = {90: 4 / 44, 180: 29 / 44, 270: 11 / 44}
+
+    def get_params(self) -> dict:
+        return {"turn": int(self.random_generator.choice(list(self.TURNS), p=list(self.TURNS.values())))}
+
+    def apply(self, img: np.ndarray, turn: int, **params) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(img, k=-turn // 90))
+
+
 class SpecularHighlight(A.ImageOnlyTransform):
     """A soft, elongated, near-white blob: a lamp reflected by varnish or protective glass."""
 
@@ -121,10 +165,12 @@ def studio_view(size: int, scale: tuple[float, float]) -> A.Compose:
     ])
 
 
-def visitor_photo(size: int, scale: tuple[float, float], wall_p: float = 0.6) -> A.Compose:
+def visitor_photo(size: int, scale: tuple[float, float], wall_p: float = 0.6, turn_p: float = 0.0,
+                  padding_p: float = 0.0) -> A.Compose:
     """A simulated visitor photo of a clean painting (see the module docstring for each step)."""
     return A.Compose([
         FrameAndWall(p=wall_p),
+        PalePadding(p=padding_p),
         A.RandomResizedCrop(size=(size, size), scale=scale, ratio=(0.75, 1.333), interpolation=cv2.INTER_AREA),
         A.Perspective(scale=(0.02, 0.09), border_mode=REFLECT, p=0.7),
         A.Rotate(limit=8, border_mode=REFLECT, p=0.5),
@@ -141,6 +187,7 @@ def visitor_photo(size: int, scale: tuple[float, float], wall_p: float = 0.6) ->
         A.Downscale(scale_range=(0.35, 0.8), p=0.3),
         A.OneOf([A.GaussNoise(std_range=(0.02, 0.06)), A.ISONoise(intensity=(0.05, 0.2))], p=0.4),
         A.ImageCompression(quality_range=(35, 90), p=0.6),
+        QuarterTurn(p=turn_p),
     ])
 
 
@@ -149,15 +196,18 @@ class ViewMaker:
 
     View 0 is always a studio view; every other view is a visitor photo with probability
     ``photo_p`` (else another studio view). Views are reproducible: ``seed`` fixes them all.
+    ``turn_p`` and ``padding_p``: a visitor photo's chance of a quarter turn and of pale padding.
     """
 
     def __init__(self, sizes: Sequence[int], scales: Sequence[tuple[float, float]], mean: Sequence[float],
-                 std: Sequence[float], photo_p: float = 0.8, max_side: int = 448):
+                 std: Sequence[float], photo_p: float = 0.8, max_side: int = 448, turn_p: float = 0.0,
+                 padding_p: float = 0.0):
         if len(sizes) != len(scales) or not sizes:
             raise ValueError(f"{len(sizes)} view sizes but {len(scales)} crop scales")
         self.sizes = list(sizes)
         self.studio = [studio_view(s, tuple(sc)) for s, sc in zip(sizes, scales, strict=True)]
-        self.photo = [visitor_photo(s, tuple(sc)) for s, sc in zip(sizes, scales, strict=True)]
+        self.photo = [visitor_photo(s, tuple(sc), turn_p=turn_p, padding_p=padding_p)
+                      for s, sc in zip(sizes, scales, strict=True)]
         self.photo_p = photo_p
         self.max_side = max_side
         self.normalize = A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0, p=1.0)
@@ -182,17 +232,17 @@ class ViewMaker:
 
 def dino_views(global_size: int, local_size: int, n_local: int, global_scale: Sequence[float],
                local_scale: Sequence[float], mean: Sequence[float], std: Sequence[float], photo_p: float,
-               max_side: int) -> ViewMaker:
+               max_side: int, turn_p: float = 0.0, padding_p: float = 0.0) -> ViewMaker:
     """DINO multi-crop: two global views (studio, then visitor photo) and ``n_local`` small views."""
     sizes = [global_size] * 2 + [local_size] * n_local
     scales = [tuple(global_scale)] * 2 + [tuple(local_scale)] * n_local
-    return ViewMaker(sizes, scales, mean, std, photo_p, max_side)
+    return ViewMaker(sizes, scales, mean, std, photo_p, max_side, turn_p, padding_p)
 
 
 def pair_views(size: int, scale: Sequence[float], mean: Sequence[float], std: Sequence[float], photo_p: float,
-               max_side: int) -> ViewMaker:
+               max_side: int, turn_p: float = 0.0, padding_p: float = 0.0) -> ViewMaker:
     """SimCLR: a studio view and (with ``photo_p``) a visitor photo of the same image."""
-    return ViewMaker([size, size], [tuple(scale)] * 2, mean, std, photo_p, max_side)
+    return ViewMaker([size, size], [tuple(scale)] * 2, mean, std, photo_p, max_side, turn_p, padding_p)
 
 
 def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3) -> ViewMaker:
@@ -201,8 +251,8 @@ def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] 
     if METHODS[recipe.method].multi_crop:
         d = recipe.dino
         return dino_views(v.global_size, d.local_size, d.n_local, v.global_scale, d.local_scale, mean, std,
-                          v.photo_p, v.max_side)
-    return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side)
+                          v.photo_p, v.max_side, v.turn_p, v.padding_p)
+    return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side, v.turn_p, v.padding_p)
 
 
 def write_view_grid(paths: Sequence[Path], maker: ViewMaker, out: Path, seed: int = 0,

@@ -24,6 +24,10 @@ class ViewsConfig:
     photo_p: float = 0.8
     # Images are shrunk to this longer side before augmenting (speed; views are far smaller).
     max_side: int = 448
+    # A visitor photo's chance of a quarter turn (180 > 270 > 90, as in the competition's queries)
+    # and of a 2-10 degree tilt inside pale padding. Off until measured to help after whitening.
+    turn_p: float = 0.0
+    padding_p: float = 0.0
 
 
 @dataclass
@@ -126,6 +130,9 @@ class TrainingRecipe(Recipe):
     def validate(cfg: DictConfig) -> None:
         check_choices(cfg, (("train.export", EXPORTS),))
         _check_scale(cfg, "views.global_scale")
+        for key in ("views.photo_p", "views.turn_p", "views.padding_p"):
+            if not 0 <= OmegaConf.select(cfg, key) <= 1:
+                raise RecipeError(f"{key}={OmegaConf.select(cfg, key)} is a probability: between 0 and 1")
         if cfg.train.epochs < 1 or cfg.train.batch_size < 2:
             raise RecipeError("train.epochs must be >= 1 and train.batch_size >= 2 (contrastive losses "
                               "need other images in the batch)")

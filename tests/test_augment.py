@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import RecipeError
 from core.images import decode_image, list_images
 from core.recipe import load_recipe
-from ssl.augment import FrameAndWall, view_maker, visitor_photo
+from ssl.augment import FrameAndWall, PalePadding, QuarterTurn, view_maker, visitor_photo
 from ssl.config import PretrainRecipe
 from tests.conftest import ROOT, run_cli
 
@@ -65,3 +66,31 @@ def test_view_grid_command_writes_a_png(tmp_path, sample_root):
     image = decode_image(out)
     assert image.shape[0] > 100 and image.shape[1] > 300
     assert len(list_images(tmp_path)) == 1
+
+
+def test_quarter_turns_at_the_queries_mix_and_pale_padding_around_a_tilt():
+    image = _painting()
+    turn = QuarterTurn(p=1.0)
+    seen = {90: 0, 180: 0, 270: 0}
+    for seed in range(400):
+        turn.set_random_seed(seed)
+        out = turn(image=image)["image"]
+        k = next(k for k in (1, 2, 3) if np.array_equal(out, np.rot90(image, -k)))
+        seen[90 * k] += 1
+    assert seen[180] > seen[270] > seen[90] > 0 and abs(seen[180] / 400 - 29 / 44) < 0.08
+    padding = PalePadding(p=1.0)
+    padding.set_random_seed(0)
+    padded = padding(image=image)["image"]
+    assert padded.shape[0] > image.shape[0] and padded.shape[1] > image.shape[1]
+    assert padded[:3, :3].min() > 190  # pale, not the painting or black
+
+
+def test_training_conditions_are_off_by_default_and_reach_the_visitor_view():
+    recipe = load_recipe(ROOT / "recipes" / "simclr.yaml", ["views.photo_p=1.0"], PretrainRecipe)
+    assert recipe.views.turn_p == 0 and recipe.views.padding_p == 0
+    names = lambda maker: [type(t).__name__ for t in maker.photo[0].transforms if t.p > 0]  # noqa: E731
+    assert "QuarterTurn" not in names(view_maker(recipe))
+    turned = load_recipe(ROOT / "recipes" / "simclr.yaml", ["views.turn_p=1.0", "views.padding_p=0.5"], PretrainRecipe)
+    assert {"QuarterTurn", "PalePadding"} <= set(names(view_maker(turned)))
+    with pytest.raises(RecipeError, match="views.turn_p"):
+        load_recipe(ROOT / "recipes" / "simclr.yaml", ["views.turn_p=1.5"], PretrainRecipe)
