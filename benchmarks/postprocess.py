@@ -48,7 +48,7 @@ FUSION = {
 }
 
 
-def _synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int], list[list[str]]] | None:
+def load_synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int], list[list[str]]] | None:
     """A run's synthetic photos: embeddings, their sources' pool rows, and each photo's conditions."""
     folder = run / "synthetic"
     if not Embeddings.saved_in(folder / "embeddings"):
@@ -65,12 +65,12 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
     pool = recipe_pool(base)
     emb = Embeddings.load(run / "embeddings")
     paths = pool.paths_of(emb.names)
-    synthetic = _synthetic(run, emb)
+    synthetic = load_synthetic(run, emb)
     syn_paths = [run / "synthetic" / "images" / Path(n).name for n in synthetic[0].names] if synthetic else []
     blocks = {"": (emb, synthetic[0] if synthetic else None)}
     if concat_with is not None:
         other = Embeddings.load(concat_with / "embeddings")
-        other_syn = _synthetic(concat_with, other)
+        other_syn = load_synthetic(concat_with, other)
         if other.names != emb.names or (synthetic and (not other_syn or other_syn[0].names != synthetic[0].names)):
             raise SystemExit(f"{concat_with} embeds other images (or other synthetic photos) than {run}")
         for w in (0.5, 1.0):

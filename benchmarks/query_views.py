@@ -1,0 +1,126 @@
+"""Views at embedding time (issue 12): quarter turns and painting crops, averaged or gated, after whitening.
+
+Reads one ``python -m eval`` run made with every view kept (``embed.turns=[0,90,180,270]
+embed.crop=true embed.combine=gate``: the run saves each view of the pool and of its synthetic
+photos), derives every option from those views through the same code as embedding
+(``Embeddings.gated``, the mean of the views), applies the run's ``post`` steps (whitening, as the
+submission recipe does) and prints one table: Hit@3 per labeled set and overall, synthetic Hit@3
+per condition, and, measured side by side on the same sample of pool images, seconds per 1,000
+images of embedding with each option's ``embed`` settings (the gate's own time over the pool
+beside it).
+
+    python -m eval recipes/submission.yaml data.labeled=[../shared/data/mcv-museum] \\
+        data.distractors=[DISTRACTORS] embed.precision=fp32 embed.turns=[0,90,180,270] \\
+        embed.crop=true embed.combine=gate run_dir=RUN
+    CURATOR_SHARED=../shared python -m benchmarks.query_views RUN [--timing-images 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.postprocess import load_synthetic
+from core.backbone import EncoderSpec, build_encoder
+from core.embed import Embeddings, embed_images, gate_margin, recipe_reader, view_name
+from core.metrics import summarize, target_ranks
+from core.photosim import CONDITIONS
+from core.pool import recipe_pool
+from core.post import PostProcessor
+from core.recipe import load_recipe
+from core.scoring import by_condition, labeled_metrics
+
+TURNS4 = "embed.turns=[0,90,180,270]"
+# Each option is the embed overrides a recipe would carry.
+OPTIONS = {
+    "plain (submission recipe)": [],
+    "turn TTA: mean of 4 turns": [TURNS4],
+    "gated turns, auto margin": [TURNS4, "embed.combine=gate"],
+    "gated turns, margin 0.15": [TURNS4, "embed.combine=gate", "embed.gate_margin=0.15"],
+    "gated turns, margin 0.05": [TURNS4, "embed.combine=gate", "embed.gate_margin=0.05"],
+    "gated 180 only, auto": ["embed.turns=[0,180]", "embed.combine=gate"],
+    "crop: mean with the photo": ["embed.crop=true"],
+    "crop gated, auto": ["embed.crop=true", "embed.combine=gate"],
+    "turns + crop gated, auto": [TURNS4, "embed.crop=true", "embed.combine=gate"],
+    "turns + crop: mean of 8": [TURNS4, "embed.crop=true"],
+}
+
+
+def select(emb: Embeddings, embed_cfg) -> Embeddings:
+    """``emb`` (all eight views kept) as ``embed_cfg`` would have embedded it: its views, then their
+    mean or the gate over ``emb``'s rows."""
+    crops = (False, True) if embed_cfg.crop else (False,)
+    wanted = [view_name(c, int(t)) for c in crops for t in embed_cfg.turns]
+    subset = emb.with_views(wanted)
+    return subset.gated(gate_margin(embed_cfg)) if embed_cfg.combine == "gate" else subset
+
+
+def seconds_per_1000(recipe, overrides: list[str], paths: list[Path], names: list[str]) -> float:
+    """Embedding time of ``paths`` with ``overrides`` on ``recipe``, scaled to 1,000 images."""
+    cfg = load_recipe(recipe, ["embed.progress=false", *overrides])
+    encoder = build_encoder(EncoderSpec.from_config(cfg.model))
+    start = time.perf_counter()
+    embed_images(encoder, paths, names, cfg.embed, reader=recipe_reader(cfg, encoder))
+    return (time.perf_counter() - start) * 1000 / len(paths)
+
+
+def benchmark(run: Path, timing_images: int) -> pd.DataFrame:
+    recipe_file = run / "recipe.yaml"
+    pool = recipe_pool(load_recipe(recipe_file))
+    emb = Embeddings.load(run / "embeddings")
+    syn, syn_targets, conditions = load_synthetic(run, emb)
+    if emb.views is None or syn.views is None or len(emb.view_names) != 8:
+        raise SystemExit(f"{run} kept no views: make it with {TURNS4} embed.crop=true embed.combine=gate")
+    paths = pool.paths_of(emb.names)
+    syn_paths = [run / "synthetic" / "images" / Path(n).name for n in syn.names]
+    sample = np.random.default_rng(0).choice(len(paths), min(timing_images, len(paths)), replace=False)
+    rows = []
+    for label, overrides in OPTIONS.items():
+        recipe = load_recipe(recipe_file, overrides)
+        post = PostProcessor(recipe, None)
+        t0 = time.perf_counter()
+        chosen = select(emb, recipe.embed)
+        gate_s = time.perf_counter() - t0
+        per_set, overall = labeled_metrics(pool, post.apply(chosen, paths, save=False))
+        joint = select(Embeddings.concat([emb, syn]), recipe.embed)
+        joint = post.apply(joint, [*paths, *syn_paths], save=False)
+        ranks = target_ranks(joint.vectors, list(range(len(emb), len(joint))), [[t] for t in syn_targets])
+        row = {"option": label, **{s: g["hit@3"] for f in per_set.values() for s, g in f["subsets"].items()},
+               "mcv overall": overall["hit@3"], "synthetic": summarize(ranks)["hit@3"],
+               **{c: f["hit@3"] for c, f in by_condition(ranks, conditions).items()},
+               "gate s": round(gate_s, 2)}
+        row["s/1000 img"] = round(seconds_per_1000(recipe_file, ["embed.combine=mean", "embed.turns=[0]",
+                                                                 "embed.crop=false", *overrides],
+                                                   [paths[i] for i in sample], [emb.names[i] for i in sample]), 1)
+        rows.append(row)
+        print(f"{label:<30} mcv {row['mcv overall']:.3f}  synthetic {row['synthetic']:.3f}  "
+              f"{row['s/1000 img']:7.1f} s/1000 img", flush=True)
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--timing-images", type=int, default=48,
+                        help="pool images embedded with each option to time it (default: 48)")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/query_views.csv"))
+    args = parser.parse_args()
+    table = benchmark(args.run, args.timing_images)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    conditions = [c for c in CONDITIONS if c in table.columns]
+    sets = [c for c in table.columns if c.startswith("20")]
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.float_format", "{:.3f}".format):
+        print("\nHit@3 after the run's post steps; mcv-museum per set:")
+        print(table[["option", *sets, "mcv overall", "s/1000 img", "gate s"]].to_string(index=False))
+        print("\nsynthetic queries, Hit@3 per condition:")
+        print(table[["option", "synthetic", *conditions]].to_string(index=False))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
