@@ -20,10 +20,11 @@ import pandas as pd
 
 from core.embed import Embeddings
 from core.metrics import HIT_KEYS, summarize, target_ranks
-from core.pool import recipe_pool, row_index
+from core.pool import recipe_pool
 from core.post import PostProcessor, concat_blocks
 from core.recipe import load_recipe
 from core.scoring import by_condition, labeled_metrics
+from core.synthetic import load_synthetic_queries
 
 SINGLE = {
     "none": [],
@@ -53,11 +54,8 @@ def load_synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int], 
     folder = run / "synthetic"
     if not Embeddings.saved_in(folder / "embeddings"):
         return None
-    syn = Embeddings.load(folder / "embeddings")
-    pairs = pd.read_csv(folder / "pairs.csv", keep_default_na=False)
-    row = row_index(pool.names)
-    conditions = [c.split(";") if c else [] for c in pairs.get("conditions", [""] * len(pairs))]
-    return syn, [row[t] for t in pairs["target"]], conditions
+    queries = load_synthetic_queries(folder, pool.names)
+    return Embeddings.load(folder / "embeddings"), queries.sources, queries.conditions
 
 
 def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None) -> list[dict]:

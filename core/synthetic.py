@@ -14,9 +14,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from core.atomic import atomic_write_bytes, atomic_write_text
+from core.errors import MissingInputError
 from core.images import ImageReader, shrink_to
+from core.pool import row_index
 from core.photosim import simulate_query, simulate_visitor_photo
 
 # Sources are shrunk first: the simulator's cost grows with the area, and models see ~224 px.
@@ -71,3 +74,16 @@ def make_synthetic_queries(pool_paths: list[Path], pool_names: list[str], count:
         writer.writerow([name, pool_names[source], ";".join(shown)])
     atomic_write_text(out_dir / "pairs.csv", table.getvalue())
     return SyntheticQueries(paths, names, chosen, conditions)
+
+
+def load_synthetic_queries(folder: str | Path, pool_names: list[str]) -> SyntheticQueries:
+    """The synthetic photos a run wrote to ``folder`` (its ``synthetic/``), sources as rows of ``pool_names``."""
+    folder = Path(folder)
+    if not (folder / "pairs.csv").is_file():
+        raise MissingInputError(f"{folder} holds no synthetic photos (pairs.csv). Fix: evaluate with "
+                                "synthetic.num_queries > 0")
+    pairs = pd.read_csv(folder / "pairs.csv", keep_default_na=False)
+    row = row_index(pool_names)
+    conditions = [c.split(";") if c else [] for c in pairs.get("conditions", [""] * len(pairs))]
+    return SyntheticQueries([folder / "images" / Path(n).name for n in pairs["query"]], list(pairs["query"]),
+                            [row[t] for t in pairs["target"]], conditions)

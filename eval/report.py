@@ -5,6 +5,9 @@ retrieves: for each query of each labeled set, the query, its top-k with similar
 as a hit (green) or a miss (red), failures first, with the missed target and its rank beside them;
 then the images that are among the most other images' top-k (hubs). PNG grids of the first failures
 and of the hubs are written next to it. Works on any run of ``python -m eval``.
+
+``--synthetic CONDITION`` reports the run's synthetic photos that show CONDITION (rot180, zoom, dim...;
+``all`` for every one) instead, ranked as eval scored them: joined to the pool before its post steps.
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ import cv2
 import numpy as np
 
 from core.atomic import atomic_write_text
-from core.embed import Embeddings
+from core.embed import Embeddings, gate_margin
 from core.errors import ImageDecodeError, MissingInputError, command_line
 from core.figures import plt, save_png
 from core.images import ImageReader, shrink_to
 from core.metrics import target_ranks
+from core.photosim import CONDITIONS
 from core.pool import Pool, recipe_pool, row_index
+from core.post import PostProcessor
 from core.recipe import load_recipe
 from core.search import topk
 from core.stats import hubness
+from core.synthetic import load_synthetic_queries
 
 THUMB = 160
 
@@ -89,21 +95,50 @@ def _run_inputs(run: Path) -> tuple[Pool, Embeddings, list[Path]]:
     return pool, emb, pool.paths_of(emb.names)
 
 
-def query_results(pool: Pool, emb: Embeddings, k: int) -> list[QueryResult]:
-    """Every labeled query's top-k: failures first (worst first), then hits, then queries with no target."""
-    row = row_index(emb.names)
+def rank_queries(emb: Embeddings, queries: list[tuple[str, str, int, list[int]]], k: int) -> list[QueryResult]:
+    """Each (set name, subset, query row, target rows)'s top-k: failures first (worst first), then hits,
+    then queries with no target."""
     sims, idx = topk(emb.vectors, None, k=min(k, len(emb) - 1))
     results = []
-    for labeled in pool.labeled:
-        for q, ts, subset in zip(labeled.queries, labeled.targets, labeled.subsets, strict=True):
-            if pool.names[q] not in row:
-                continue
-            qr = row[pool.names[q]]
-            targets = [row[pool.names[t]] for t in ts if pool.names[t] in row]
-            ranks = target_ranks(emb.vectors, [qr], [targets])[0]
-            results.append(QueryResult(labeled.name, subset, qr, targets, idx[qr].tolist(), sims[qr].tolist(),
-                                       int(ranks[0]) if len(ranks) else None))
+    for set_name, subset, qr, targets in queries:
+        ranks = target_ranks(emb.vectors, [qr], [targets])[0]
+        results.append(QueryResult(set_name, subset, qr, targets, idx[qr].tolist(), sims[qr].tolist(),
+                                   int(ranks[0]) if len(ranks) else None))
     return sorted(results, key=lambda r: (2, 0) if r.first_target_rank is None else (int(r.hit), -r.first_target_rank))
+
+
+def query_results(pool: Pool, emb: Embeddings, k: int) -> list[QueryResult]:
+    """Every labeled query's top-k (see :func:`rank_queries`)."""
+    row = row_index(emb.names)
+    queries = [(labeled.name, subset, row[pool.names[q]], [row[pool.names[t]] for t in ts if pool.names[t] in row])
+               for labeled in pool.labeled
+               for q, ts, subset in zip(labeled.queries, labeled.targets, labeled.subsets, strict=True)
+               if pool.names[q] in row]
+    return rank_queries(emb, queries, k)
+
+
+def synthetic_results(run: Path, condition: str, k: int) -> tuple[Embeddings, list[Path], list[QueryResult]]:
+    """The run's synthetic photos showing ``condition`` ("all": every one), ranked in the pool they
+    were scored in: the pool and the photos together, gated and post-processed as eval did."""
+    if condition != "all" and condition not in CONDITIONS:
+        raise MissingInputError(f"--synthetic {condition!r} is not a condition. Fix: one of all, {', '.join(CONDITIONS)}")
+    recipe = load_recipe(run / "recipe.yaml")
+    for folder in (run / "embeddings", run / "synthetic" / "embeddings"):
+        if not Embeddings.saved_in(folder):
+            raise MissingInputError(f"{run} has no {folder.relative_to(run)}/. Fix: give a run of python -m eval "
+                                    "made with synthetic.num_queries > 0")
+    emb = Embeddings.load(run / "embeddings")
+    queries = load_synthetic_queries(run / "synthetic", emb.names)
+    paths = [*recipe_pool(recipe).paths_of(emb.names), *queries.paths]
+    joint = Embeddings.concat([emb, Embeddings.load(run / "synthetic" / "embeddings")]).gated(gate_margin(recipe.embed))
+    post = PostProcessor(recipe, None)
+    joint = post.apply(joint, paths, save=False) if post.active else joint
+    shown = [(n, c) for n, c in enumerate(queries.conditions) if condition == "all" or condition in c]
+    if not shown:
+        raise MissingInputError(f"none of the run's {len(queries.names)} synthetic photos shows {condition!r}")
+    results = rank_queries(joint, [("synthetic", ";".join(c), len(emb) + n, [queries.sources[n]])
+                                   for n, c in shown], k)
+    return joint, paths, results
 
 
 def _cell(thumbs: Thumbnails, names: list[str], row: int, caption: str, css: str) -> str:
@@ -177,10 +212,17 @@ def _grid(rows: list[list[tuple[int, str, str]]], thumbs: Thumbnails, out: Path,
     return out
 
 
-def write_report(run: Path, k: int = 5, max_queries: int | None = None, out_dir: Path | None = None) -> Path:
-    """Write ``report.html`` (and ``failures.png``, ``hubs.png``) under ``out_dir`` (RUN/report)."""
-    pool, emb, paths = _run_inputs(run)
-    results = query_results(pool, emb, k)[:max_queries]
+def write_report(run: Path, k: int = 5, max_queries: int | None = None, out_dir: Path | None = None,
+                 synthetic: str | None = None) -> Path:
+    """Write ``report.html`` (and ``failures.png``, ``hubs.png``) under ``out_dir`` (RUN/report, or
+    RUN/report-synthetic-CONDITION for the synthetic photos showing ``synthetic``)."""
+    if synthetic:
+        emb, paths, results = synthetic_results(run, synthetic, k)
+        out_dir = out_dir or run / f"report-synthetic-{synthetic.replace('/', '-').replace(' ', '-')}"
+    else:
+        pool, emb, paths = _run_inputs(run)
+        results = query_results(pool, emb, k)
+    results = results[:max_queries]
     hubs = hubness(topk(emb.vectors, None, k=min(k, len(emb) - 1))[1], emb.names, top=8)
     thumbs = Thumbnails(paths)
     out_dir = out_dir or run / "report"
@@ -205,8 +247,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--k", type=int, default=5, help="neighbours shown per query")
     parser.add_argument("--max-queries", type=int, default=None, help="show only the first N (failures first)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN/report)")
+    parser.add_argument("--synthetic", metavar="CONDITION", default=None,
+                        help=f"report the synthetic photos showing CONDITION instead: all, {', '.join(CONDITIONS)}")
     args = parser.parse_args(argv)
-    page = write_report(args.run, args.k, args.max_queries, args.out)
+    page = write_report(args.run, args.k, args.max_queries, args.out, args.synthetic)
     print(f"wrote {page}")
     return 0
 

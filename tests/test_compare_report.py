@@ -12,7 +12,7 @@ from core.pool import recipe_pool
 from core.recipe import load_recipe
 from eval.compare import compare_runs, plot_curves
 from eval.evaluate import evaluate
-from eval.report import query_results, write_report
+from eval.report import query_results, synthetic_results, write_report
 from tests.conftest import ROOT, run_cli
 
 
@@ -78,6 +78,20 @@ def test_report_puts_failures_first_and_marks_hits(two_runs):
     for r in results:
         assert r.hit == (r.first_target_rank is not None and r.first_target_rank < 3)
         assert not r.hit or set(r.neighbours) & set(r.targets)
+
+
+def test_report_on_synthetic_photos_of_one_condition(two_runs):
+    run = two_runs / "whitened"
+    emb, paths, results = synthetic_results(run, "all", k=3)
+    assert len(results) == 5 and len(paths) == len(emb)
+    syn_rows = {r.query for r in results}
+    assert all(paths[q].parent == run / "synthetic" / "images" for q in syn_rows)
+    turn = results[0].subset.split(";")[0]  # every photo carries its turn first
+    assert all(turn in r.subset for r in synthetic_results(run, turn, k=3)[2])
+    page = write_report(run, k=3, synthetic=turn)
+    assert page.parent.name == f"report-synthetic-{turn}" and "synthetic" in page.read_text()
+    result = run_cli("eval.report", str(run), "--synthetic", "sideways")
+    assert result.returncode == 2 and "not a condition" in result.stderr and "Traceback" not in result.stderr
 
 
 def _chromium() -> str:
