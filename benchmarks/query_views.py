@@ -1,18 +1,18 @@
 """Views at embedding time (issue 12): quarter turns and painting crops, averaged or gated, after whitening.
 
-Reads one ``python -m eval`` run made with every view kept (``embed.turns=[0,90,180,270]
-embed.crop=true embed.combine=gate``: the run saves each view of the pool and of its synthetic
-photos), derives every option from those views through the same code as embedding
+Reads ``python -m eval`` runs made with their views kept (``embed.combine=gate``: the run saves each
+view of the pool and of its synthetic photos; ``embed.turns=[0,90,180,270] embed.crop=true`` keeps all
+eight), derives every option the kept views allow from them through the same code as embedding
 (``Embeddings.gated``, the mean of the views), applies the run's ``post`` steps (whitening, as the
-submission recipe does) and prints one table: Hit@3 per labeled set and overall, synthetic Hit@3
-per condition, and, measured side by side on the same sample of pool images, seconds per 1,000
-images of embedding with each option's ``embed`` settings (the gate's own time over the pool
-beside it).
+submission recipe does) and prints one table per run: Hit@3 per labeled set and overall, synthetic
+Hit@3 per condition after the post steps and before them, and, measured side by side on the same
+sample of pool images, seconds per 1,000 images of embedding with each option's ``embed`` settings
+(the gate's own time over the pool beside it). Several runs (e.g. one per encoder) share one table.
 
     python -m eval recipes/submission.yaml data.labeled=[../shared/data/mcv-museum] \\
         data.distractors=[DISTRACTORS] embed.precision=fp32 embed.turns=[0,90,180,270] \\
         embed.crop=true embed.combine=gate run_dir=RUN
-    CURATOR_SHARED=../shared python -m benchmarks.query_views RUN [--timing-images 48]
+    CURATOR_SHARED=../shared python -m benchmarks.query_views RUN [RUN ...] [--timing-images 48]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from core.recipe import load_recipe
 from core.scoring import by_condition, labeled_metrics
 
 TURNS4 = "embed.turns=[0,90,180,270]"
+# The run kept every view; each option starts from the plain embedding and adds its own views.
+PLAIN = ["embed.combine=mean", "embed.turns=[0]", "embed.crop=false"]
 # Each option is the embed overrides a recipe would carry.
 OPTIONS = {
     "plain (submission recipe)": [],
@@ -42,20 +44,26 @@ OPTIONS = {
     "gated turns, auto margin": [TURNS4, "embed.combine=gate"],
     "gated turns, margin 0.15": [TURNS4, "embed.combine=gate", "embed.gate_margin=0.15"],
     "gated turns, margin 0.05": [TURNS4, "embed.combine=gate", "embed.gate_margin=0.05"],
+    "turns 0+180: mean": ["embed.turns=[0,180]"],
     "gated 180 only, auto": ["embed.turns=[0,180]", "embed.combine=gate"],
     "crop: mean with the photo": ["embed.crop=true"],
     "crop gated, auto": ["embed.crop=true", "embed.combine=gate"],
     "turns + crop gated, auto": [TURNS4, "embed.crop=true", "embed.combine=gate"],
+    "turns 0+180 + crop: mean of 4": ["embed.turns=[0,180]", "embed.crop=true"],
     "turns + crop: mean of 8": [TURNS4, "embed.crop=true"],
 }
 
 
-def select(emb: Embeddings, embed_cfg) -> Embeddings:
-    """``emb`` (all eight views kept) as ``embed_cfg`` would have embedded it: its views, then their
-    mean or the gate over ``emb``'s rows."""
+def wanted_views(embed_cfg) -> list[str]:
+    """The view names ``embed_cfg`` embeds (``core.embed.view_name``)."""
     crops = (False, True) if embed_cfg.crop else (False,)
-    wanted = [view_name(c, int(t)) for c in crops for t in embed_cfg.turns]
-    subset = emb.with_views(wanted)
+    return [view_name(c, int(t)) for c in crops for t in embed_cfg.turns]
+
+
+def select(emb: Embeddings, embed_cfg) -> Embeddings:
+    """``emb`` (which kept its views) as ``embed_cfg`` would have embedded it: its views, then their
+    mean or the gate over ``emb``'s rows."""
+    subset = emb.with_views(wanted_views(embed_cfg))
     return subset.gated(gate_margin(embed_cfg)) if embed_cfg.combine == "gate" else subset
 
 
@@ -68,57 +76,76 @@ def seconds_per_1000(recipe, overrides: list[str], paths: list[Path], names: lis
     return (time.perf_counter() - start) * 1000 / len(paths)
 
 
+def synthetic_hits(vectors: np.ndarray, n_pool: int, targets: list[int], conditions, prefix: str = "") -> dict:
+    """Synthetic Hit@3 overall and per condition of the photos (rows ``n_pool:``) in ``vectors``."""
+    ranks = target_ranks(vectors, list(range(n_pool, len(vectors))), [[t] for t in targets])
+    return {f"{prefix}synthetic": summarize(ranks)["hit@3"],
+            **{f"{prefix}{c}": f["hit@3"] for c, f in by_condition(ranks, conditions).items()}}
+
+
 def benchmark(run: Path, timing_images: int) -> pd.DataFrame:
+    """One row per option the run's kept views can derive (the others are skipped, said so)."""
     recipe_file = run / "recipe.yaml"
     pool = recipe_pool(load_recipe(recipe_file))
     emb = Embeddings.load(run / "embeddings")
     syn, syn_targets, conditions = load_synthetic(run, emb)
-    if emb.views is None or syn.views is None or len(emb.view_names) != 8:
+    if emb.views is None or syn.views is None:
         raise SystemExit(f"{run} kept no views: make it with {TURNS4} embed.crop=true embed.combine=gate")
     paths = pool.paths_of(emb.names)
     syn_paths = [run / "synthetic" / "images" / Path(n).name for n in syn.names]
     sample = np.random.default_rng(0).choice(len(paths), min(timing_images, len(paths)), replace=False)
+    counts = {c: sum(c in q for q in conditions) for c in CONDITIONS}
+    print(f"{run}: {len(conditions)} synthetic photos; per condition: "
+          + ", ".join(f"{c} {n}" for c, n in counts.items() if n), flush=True)
     rows = []
     for label, overrides in OPTIONS.items():
-        recipe = load_recipe(recipe_file, overrides)
+        recipe = load_recipe(recipe_file, [*PLAIN, *overrides])
+        missing = sorted(set(wanted_views(recipe.embed)) - set(emb.view_names))
+        if missing:
+            print(f"{label:<30} skipped: {run} lacks the views {missing}")
+            continue
         post = PostProcessor(recipe, None)
         t0 = time.perf_counter()
         chosen = select(emb, recipe.embed)
         gate_s = time.perf_counter() - t0
         per_set, overall = labeled_metrics(pool, post.apply(chosen, paths, save=False))
         joint = select(Embeddings.concat([emb, syn]), recipe.embed)
-        joint = post.apply(joint, [*paths, *syn_paths], save=False)
-        ranks = target_ranks(joint.vectors, list(range(len(emb), len(joint))), [[t] for t in syn_targets])
-        row = {"option": label, **{s: g["hit@3"] for f in per_set.values() for s, g in f["subsets"].items()},
-               "mcv overall": overall["hit@3"], "synthetic": summarize(ranks)["hit@3"],
-               **{c: f["hit@3"] for c, f in by_condition(ranks, conditions).items()},
+        processed = post.apply(joint, [*paths, *syn_paths], save=False)
+        row = {"run": run.name, "option": label,
+               **{s: g["hit@3"] for f in per_set.values() for s, g in f["subsets"].items()},
+               "mcv overall": overall["hit@3"],
+               **synthetic_hits(processed.vectors, len(emb), syn_targets, conditions),
+               **synthetic_hits(joint.vectors, len(emb), syn_targets, conditions, prefix="raw "),
                "gate s": round(gate_s, 2)}
-        row["s/1000 img"] = round(seconds_per_1000(recipe_file, ["embed.combine=mean", "embed.turns=[0]",
-                                                                 "embed.crop=false", *overrides],
-                                                   [paths[i] for i in sample], [emb.names[i] for i in sample]), 1)
+        if len(sample):
+            row["s/1000 img"] = round(seconds_per_1000(recipe_file, [*PLAIN, *overrides], [paths[i] for i in sample],
+                                                       [emb.names[i] for i in sample]), 1)
         rows.append(row)
-        print(f"{label:<30} mcv {row['mcv overall']:.3f}  synthetic {row['synthetic']:.3f}  "
-              f"{row['s/1000 img']:7.1f} s/1000 img", flush=True)
+        print(f"{label:<30} mcv {row['mcv overall']:.3f}  synthetic {row['synthetic']:.3f} "
+              f"(raw {row['raw synthetic']:.3f})  {row.get('s/1000 img', float('nan')):7.1f} s/1000 img", flush=True)
     return pd.DataFrame(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("runs", nargs="+", type=Path, help="eval runs that kept their views (one per encoder)")
     parser.add_argument("--timing-images", type=int, default=48,
-                        help="pool images embedded with each option to time it (default: 48)")
+                        help="pool images embedded with each option to time it (default: 48; 0: no timing)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/query_views.csv"))
     args = parser.parse_args()
-    table = benchmark(args.run, args.timing_images)
+    table = pd.concat([benchmark(run, args.timing_images) for run in args.runs], ignore_index=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     conditions = [c for c in CONDITIONS if c in table.columns]
     sets = [c for c in table.columns if c.startswith("20")]
+    timing = [c for c in ("s/1000 img", "gate s") if c in table.columns]
     with pd.option_context("display.width", 250, "display.max_columns", 40, "display.float_format", "{:.3f}".format):
         print("\nHit@3 after the run's post steps; mcv-museum per set:")
-        print(table[["option", *sets, "mcv overall", "s/1000 img", "gate s"]].to_string(index=False))
-        print("\nsynthetic queries, Hit@3 per condition:")
-        print(table[["option", "synthetic", *conditions]].to_string(index=False))
+        print(table[["run", "option", *sets, "mcv overall", *timing]].to_string(index=False))
+        print("\nsynthetic queries, Hit@3 per condition, after the run's post steps:")
+        print(table[["run", "option", "synthetic", *conditions]].to_string(index=False))
+        print("\nthe same before the post steps (raw embeddings):")
+        print(table[["run", "option", *(f"raw {c}" for c in ["synthetic", *conditions])]].to_string(index=False))
     print(f"wrote {args.out}")
 
 
