@@ -30,7 +30,7 @@ from core.backbone import Encoder
 from core.errors import ImageDecodeError
 from core.gate import gated_vectors
 from core.images import ImageReader, make_reader
-from core.localise import painting_crop
+from core.localise import painting_crops
 from core.preprocess import eval_transform
 
 log = logging.getLogger(__name__)
@@ -134,17 +134,18 @@ class Embeddings:
 
 
 class ImageFileDataset(Dataset):
-    """Decodes file ``i`` and returns one tensor per scale (then, with ``crop``, one per scale of the
-    localised painting); ``None`` for a skipped corrupt file."""
+    """Decodes file ``i`` and returns one tensor per scale and, with ``crop``, one such tuple per
+    painting localised in it (the image itself where none is found); ``None`` for a skipped corrupt file."""
 
     def __init__(self, paths: Sequence[Path], reader: ImageReader,
                  transforms: Sequence[Callable[[np.ndarray], torch.Tensor]], skip_corrupt: bool = False,
-                 crop: bool = False):
+                 crop: bool = False, max_paintings: int = 3):
         self.paths = list(paths)
         self.reader = reader
         self.transforms = list(transforms)
         self.skip_corrupt = skip_corrupt
         self.crop = crop
+        self.max_paintings = max_paintings
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -154,20 +155,23 @@ class ImageFileDataset(Dataset):
             image = self.reader(self.paths[i])
         except ImageDecodeError:
             if self.skip_corrupt:
-                return i, None
+                return i, None, ()
             raise
-        images = (image, painting_crop(image)) if self.crop else (image,)
-        return i, tuple(t(img) for img in images for t in self.transforms)
+        crops = painting_crops(image, self.max_paintings) if self.crop else []
+        return i, tuple(t(image) for t in self.transforms), tuple(tuple(t(c) for t in self.transforms) for c in crops)
 
 
 def _collate(items):
-    ok = [(i, views) for i, views in items if views is not None]
-    skipped = [i for i, views in items if views is None]
-    if not ok:
-        return [], [], skipped
-    index = [i for i, _ in ok]
-    scales = [torch.stack([views[s] for _, views in ok]) for s in range(len(ok[0][1]))]
-    return index, scales, skipped
+    """(dataset rows, one batch per scale, one batch of every crop per scale, each crop's row in the
+    batch, skipped dataset rows)."""
+    ok = [item for item in items if item[1] is not None]
+    skipped = [i for i, scales, _ in items if scales is None]
+    index = [i for i, _, _ in ok]
+    scales = [torch.stack([item[1][s] for item in ok]) for s in range(len(ok[0][1]))] if ok else []
+    crops = [(row, c) for row, item in enumerate(ok) for c in item[2]]
+    crop_scales = [torch.stack([c[s] for _, c in crops]) for s in range(len(crops[0][1]))] if crops else []
+    owners = torch.tensor([row for row, _ in crops], dtype=torch.long)
+    return index, scales, crop_scales, owners, skipped
 
 
 def scale_sizes(encoder: Encoder, scales: Sequence[float]) -> list[int]:
@@ -203,17 +207,18 @@ def view_name(crop: bool, turn: int) -> str:
 def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str], *,
                    poolings: Sequence[str] | None = None, flips: Sequence[bool] = (False,),
                    scales: Sequence[float] = (1.0,), turns: Sequence[int] = (0,), crop: bool = False,
-                   keep_views: bool = False, batch_size: int = 32, num_workers: int = 2,
+                   max_paintings: int = 3, keep_views: bool = False, batch_size: int = 32, num_workers: int = 2,
                    precision: str = "fp32", device: str = "auto", reader: ImageReader | None = None,
                    skip_corrupt: bool = False, progress: bool = True, desc: str = "embed"
                    ) -> dict[str, Embeddings]:
     """Embed ``paths`` once per (pooling, flip) variant, sharing decoding and forward passes.
 
     An image's views are its quarter turns ``turns`` (clockwise degrees) and, with ``crop``, the same
-    turns of its localised painting. A view's descriptor is the sum of the L2-normalised descriptors
+    turns of its localised paintings (up to ``max_paintings``; a crop view's descriptor is the
+    normalised sum of its paintings'). A view's descriptor is the sum of the L2-normalised descriptors
     of every scale (and of the mirrored image when flipping); an image's vector is the normalised sum
-    over its views. ``keep_views`` also keeps each view, normalised (``Embeddings.views``, in the
-    order of ``view_name``). Keys: ``variant_name``.
+    over its views; its raw norm is that of the image's own descriptors. ``keep_views`` also keeps each
+    view, normalised (``Embeddings.views``, in the order of ``view_name``). Keys: ``variant_name``.
     """
     if not turns or any(t not in TURNS for t in turns):
         raise ValueError(f"turns={list(turns)} must be a non-empty list from {TURNS}")
@@ -223,7 +228,7 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
     sizes = scale_sizes(encoder, scales)
     transforms = [eval_transform(s, encoder.spec.resize, encoder.spec.mean, encoder.spec.std) for s in sizes]
     reader = reader or ImageReader(min_side=max(sizes))
-    dataset = ImageFileDataset(paths, reader, transforms, skip_corrupt, crop)
+    dataset = ImageFileDataset(paths, reader, transforms, skip_corrupt, crop, max_paintings)
     dev = resolve_device(device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
                         pin_memory=dev.type == "cuda")
@@ -240,7 +245,7 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, dynamic_ncols=True,
                mininterval=1.0)
     with torch.inference_mode(), autocast:
-        for index, batches, bad in loader:
+        for index, batches, crop_batches, owners, bad in loader:
             skipped.extend(bad)
             bar.update(len(index) + len(bad))
             if not index:
@@ -249,8 +254,8 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
             acc = {(k, v): 0.0 for k in keys for v in views_of}
             raw = {k: 0.0 for k in keys}
             terms = len(batches) * len(turns)
-            for position, scaled in enumerate(batches):
-                cropped = position >= len(sizes)
+            owners = owners.to(dev)
+            for cropped, scaled in [(False, b) for b in batches] + [(True, b) for b in crop_batches]:
                 scaled = scaled.to(dev, non_blocking=True)
                 for turn in turns:
                     # Inputs are square, so a quarter turn keeps their shape; rot90 turns counter-clockwise.
@@ -261,8 +266,13 @@ def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str]
                         used = [pooled[False][p]] + ([pooled[True][p]] if f else [])
                         for d in used:
                             d = d.float()
-                            acc[((p, f), (cropped, turn))] = acc[((p, f), (cropped, turn))] + F.normalize(d, dim=-1)
-                            raw[(p, f)] = raw[(p, f)] + d.norm(dim=-1) / (len(used) * terms)
+                            unit = F.normalize(d, dim=-1)
+                            if cropped:  # several paintings in one photo: their normalised sum
+                                unit = F.normalize(torch.zeros(len(index), d.shape[1], device=d.device)
+                                                   .index_add_(0, owners, unit), dim=-1)
+                            else:
+                                raw[(p, f)] = raw[(p, f)] + d.norm(dim=-1) / (len(used) * terms)
+                            acc[((p, f), (cropped, turn))] = acc[((p, f), (cropped, turn))] + unit
             for k in keys:
                 stacked = torch.stack([acc[(k, v)] for v in views_of], dim=1)
                 sums[k].append(F.normalize(stacked.sum(dim=1), dim=-1).cpu())
@@ -306,7 +316,8 @@ def embed_images(encoder: Encoder, paths: Sequence[Path], names: Sequence[str], 
     gate = embed_cfg.combine == "gate"
     variants = embed_variants(
         encoder, paths, names, flips=(bool(embed_cfg.flip),), scales=tuple(embed_cfg.scales),
-        turns=tuple(int(t) for t in embed_cfg.turns), crop=bool(embed_cfg.crop), keep_views=gate,
+        turns=tuple(int(t) for t in embed_cfg.turns), crop=bool(embed_cfg.crop),
+        max_paintings=int(embed_cfg.max_paintings), keep_views=gate,
         batch_size=embed_cfg.batch_size, num_workers=embed_cfg.num_workers,
         precision=embed_cfg.precision, device=embed_cfg.device, reader=reader,
         skip_corrupt=skip_corrupt, progress=embed_cfg.progress, desc=desc)

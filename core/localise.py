@@ -3,9 +3,9 @@
 A visitor photo shows the painting on a wall, in its frame, or tilted inside pale padding. GrabCut
 (OpenCV), started from a rectangle a few percent inside the border, separates the painting from what
 surrounds it; the largest foreground region's quadrilateral (``approxPolyDP``, else its rotated
-bounding box) is warped to an upright rectangle. Where no clear painting stands out (a studio image
-or a tight crop: the foreground fills the frame, or is no quadrilateral) there is no crop, and the
-image stays as it is.
+bounding box) is warped to an upright rectangle, and so are up to two more paintings hanging beside
+it. Where no clear painting stands out (a studio image or a tight crop: the foreground fills the
+frame, or is no quadrilateral) there is no crop, and the image stays as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ WORK_SIDE = 240
 BORDER = 0.03
 # A painting covers between these shares of the photo, and fills this share of its quadrilateral.
 MIN_AREA, MAX_AREA, MIN_FILL = 0.08, 0.85, 0.85
+# Another painting beside it covers at least this share of the largest one's area (smaller regions are
+# labels, light switches, frames' shadows).
+OTHER_AREA = 0.25
 
 
 def order_corners(quad: np.ndarray) -> np.ndarray:
@@ -32,8 +35,14 @@ def order_corners(quad: np.ndarray) -> np.ndarray:
     return np.stack([q[np.argmin(s)], q[np.argmin(d)], q[np.argmax(s)], q[np.argmax(d)]])
 
 
-def find_painting(image: np.ndarray, iterations: int = 3) -> np.ndarray | None:
-    """The painting's corners in ``image`` (RGB uint8) as :func:`order_corners` orders them, or None."""
+def find_paintings(image: np.ndarray, max_paintings: int = 3, iterations: int = 3) -> list[np.ndarray]:
+    """The corners of the paintings in ``image`` (RGB uint8), largest first, each as
+    :func:`order_corners` orders them; empty where no painting stands out.
+
+    The largest foreground region must cover ``MIN_AREA``-``MAX_AREA`` of the photo; a second or
+    third painting on the same wall counts when it is at least ``OTHER_AREA`` of the largest.
+    Every region must fill ``MIN_FILL`` of its quadrilateral.
+    """
     h, w = image.shape[:2]
     scale = min(1.0, WORK_SIDE / max(h, w))
     small = cv2.resize(image, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -45,22 +54,26 @@ def find_painting(image: np.ndarray, iterations: int = 3) -> np.ndarray | None:
         cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, (mx, my, sw - 2 * mx, sh - 2 * my),
                     background, foreground, iterations, cv2.GC_INIT_WITH_RECT)
     except cv2.error:  # a flat image: GrabCut cannot model one of its two classes
-        return None
+        return []
     fg = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
     fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
     contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None
-    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
-    area = cv2.contourArea(hull)
-    if not MIN_AREA <= area / (sh * sw) <= MAX_AREA:
-        return None
-    quad = cv2.approxPolyDP(hull, 0.02 * cv2.arcLength(hull, True), True)
-    if len(quad) != 4:
-        quad = cv2.boxPoints(cv2.minAreaRect(hull))
-    if area / max(cv2.contourArea(quad.reshape(4, 2).astype(np.float32)), 1e-6) < MIN_FILL:
-        return None
-    return order_corners(quad) / np.float32(scale)
+    hulls = sorted((cv2.convexHull(c) for c in contours), key=cv2.contourArea, reverse=True)
+    if not hulls or not MIN_AREA <= cv2.contourArea(hulls[0]) / (sh * sw) <= MAX_AREA:
+        return []
+    found = []
+    for hull in hulls[:max_paintings]:
+        area = cv2.contourArea(hull)
+        if area < OTHER_AREA * cv2.contourArea(hulls[0]):
+            break
+        quad = cv2.approxPolyDP(hull, 0.02 * cv2.arcLength(hull, True), True)
+        if len(quad) != 4:
+            quad = cv2.boxPoints(cv2.minAreaRect(hull))
+        if area / max(cv2.contourArea(quad.reshape(4, 2).astype(np.float32)), 1e-6) >= MIN_FILL:
+            found.append(order_corners(quad) / np.float32(scale))
+        elif not found:  # the largest region is no painting: neither are the smaller ones
+            return []
+    return found
 
 
 def rectify(image: np.ndarray, corners: np.ndarray) -> np.ndarray:
@@ -74,7 +87,6 @@ def rectify(image: np.ndarray, corners: np.ndarray) -> np.ndarray:
     return cv2.warpPerspective(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def painting_crop(image: np.ndarray) -> np.ndarray:
-    """The rectified painting of ``image``, or ``image`` itself where none is found."""
-    corners = find_painting(image)
-    return image if corners is None else rectify(image, corners)
+def painting_crops(image: np.ndarray, max_paintings: int = 3) -> list[np.ndarray]:
+    """The rectified paintings of ``image``, largest first, or ``[image]`` where none is found."""
+    return [rectify(image, c) for c in find_paintings(image, max_paintings)] or [image]

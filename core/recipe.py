@@ -41,6 +41,9 @@ class EmbedConfig:
     # Also embed the painting localised in each image (core.localise: GrabCut, then the quadrilateral
     # warped upright), at the same turns: the crop is one more view.
     crop: bool = False
+    # A photo of several paintings side by side: the crop view is the normalised sum of up to this
+    # many paintings' embeddings (1: the largest only).
+    max_paintings: int = 3
     # How an image's views become one embedding: "mean" (averaged), or "gate": the image as it is,
     # unless another view's nearest image in the pool is closer by more than gate_margin (core.gate).
     combine: str = "mean"
@@ -205,6 +208,9 @@ def _choices_check(cfg: DictConfig) -> None:
                                   ">= 0, e.g. 0.15") from None
     if cfg.embed.batch_size < 1:
         raise RecipeError("embed.batch_size must be at least 1")
+    if cfg.embed.max_paintings < 1:
+        raise RecipeError(f"embed.max_paintings={cfg.embed.max_paintings} must be at least 1 (1: the largest "
+                          "painting of a photo only)")
     steps = list(cfg.post.steps)
     unknown = [s for s in steps if s not in POST_STEPS]
     if unknown or len(set(steps)) != len(steps):

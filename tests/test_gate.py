@@ -9,7 +9,7 @@ from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images
 from core.errors import RecipeError
 from core.gate import auto_margin, gate_views
-from core.localise import find_painting, painting_crop
+from core.localise import find_paintings, painting_crops
 from core.recipe import load_recipe
 
 
@@ -57,39 +57,61 @@ def test_margins_decide_and_auto_sits_above_chance():
     assert chosen[0] == (1 if weak_gain - 0.4 > margin else 0)  # only a gain above the margin switches
 
 
+def _painting(rng, size=(200, 150)):
+    return cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), size, interpolation=cv2.INTER_NEAREST)
+
+
+def _hang(photo, painting, corners):
+    """``photo`` with ``painting`` warped onto the quadrilateral ``corners`` (tl, tr, br, bl)."""
+    h, w = painting.shape[:2]
+    warp = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]), np.float32(corners))
+    return cv2.warpPerspective(painting, warp, photo.shape[1::-1], dst=photo, borderMode=cv2.BORDER_TRANSPARENT)
+
+
 def _scene(rng, tilt=6.0, size=(300, 400)):
     """A textured 'painting' tilted inside pale padding on a grey wall; returns the photo and its corners."""
     h, w = size
-    painting = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (200, 150),
-                          interpolation=cv2.INTER_NEAREST)
-    photo = np.full((h, w, 3), 225, np.uint8)
     corners = np.float32([[100, 75], [300, 75], [300, 225], [100, 225]])
-    matrix = cv2.getRotationMatrix2D((200, 150), tilt, 1.0)
-    turned = cv2.transform(corners[None], matrix)[0]
-    warp = cv2.getPerspectiveTransform(np.float32([[0, 0], [200, 0], [200, 150], [0, 150]]), turned)
-    photo = cv2.warpPerspective(painting, warp, (w, h), dst=photo, borderMode=cv2.BORDER_TRANSPARENT)
-    return photo, turned
+    turned = cv2.transform(corners[None], cv2.getRotationMatrix2D((200, 150), tilt, 1.0))[0]
+    return _hang(np.full((h, w, 3), 225, np.uint8), _painting(rng), turned), turned
+
+
+def _two_paintings(rng):
+    """Two paintings side by side on a pale wall, and the two paintings."""
+    left, right = _painting(rng, (150, 200)), _painting(rng, (130, 170))
+    photo = _hang(np.full((300, 480, 3), 225, np.uint8), left, [[40, 50], [190, 50], [190, 250], [40, 250]])
+    return _hang(photo, right, [[290, 65], [420, 65], [420, 235], [290, 235]]), left, right
 
 
 def test_localisation_finds_a_tilted_painting_in_pale_padding():
     photo, truth = _scene(np.random.default_rng(0))
-    corners = find_painting(photo)
-    assert corners is not None
+    found = find_paintings(photo)
+    assert len(found) == 1
+    corners = found[0]
     # The tilt is undone within a few pixels at each corner (tl, tr, br, bl after a small turn).
     order = np.argsort([np.arctan2(*(c - truth.mean(0))[::-1]) for c in truth])
     found = np.argsort([np.arctan2(*(c - corners.mean(0))[::-1]) for c in corners])
     assert np.abs(corners[found] - truth[order]).max() < 8
-    crop = painting_crop(photo)
+    [crop] = painting_crops(photo)
     assert abs(crop.shape[1] / crop.shape[0] - 200 / 150) < 0.08
+
+
+def test_localisation_finds_paintings_side_by_side_largest_first():
+    photo, left, right = _two_paintings(np.random.default_rng(2))
+    found = find_paintings(photo)
+    assert len(found) == 2 and len(find_paintings(photo, max_paintings=1)) == 1
+    assert found[0][:, 0].max() < 240 < found[1][:, 0].min()  # the larger, left one first
+    crops = painting_crops(photo)
+    assert [abs(c.shape[1] / c.shape[0] - p.shape[1] / p.shape[0]) < 0.08 for c, p in zip(crops, (left, right))] == [
+        True, True]
 
 
 def test_no_crop_where_the_image_is_the_painting():
     rng = np.random.default_rng(1)
     studio = cv2.resize(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), (320, 240), interpolation=cv2.INTER_CUBIC)
-    assert find_painting(np.full((120, 160, 3), 200, np.uint8)) is None  # nothing to find
-    assert painting_crop(np.full((120, 160, 3), 200, np.uint8)).shape == (120, 160, 3)
-    corners = find_painting(studio)
-    assert corners is None or cv2.contourArea(corners) < 0.85 * 320 * 240
+    assert find_paintings(np.full((120, 160, 3), 200, np.uint8)) == []  # nothing to find
+    assert [c.shape for c in painting_crops(np.full((120, 160, 3), 200, np.uint8))] == [(120, 160, 3)]
+    assert all(cv2.contourArea(c) < 0.85 * 320 * 240 for c in find_paintings(studio))
 
 
 def _cfg(*overrides):
@@ -118,6 +140,25 @@ def test_gate_through_embedding_turns_back_only_the_turned_photo(tmp_path):
     assert with_crop.view_names == ["0", "crop"]
 
 
+def test_the_crop_view_of_two_paintings_is_their_normalised_sum(tmp_path):
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderSpec(arch="test_vit", img_size=64))
+    photo, _, _ = _two_paintings(np.random.default_rng(2))
+    files = {"photo.png": photo, **{f"crop{i}.png": c for i, c in enumerate(painting_crops(photo))}}
+    for name, image in files.items():
+        cv2.imwrite(str(tmp_path / name), image)
+    paths = [tmp_path / n for n in files]
+    plain = embed_images(encoder, paths, list(files), _cfg())
+    views = embed_images(encoder, paths[:1], ["photo.png"], _cfg("embed.crop=true", "embed.combine=gate",
+                                                                 "embed.turns=[0,180]"))
+    both = plain.vectors[1] + plain.vectors[2]
+    np.testing.assert_allclose(views.views[0, 2], both / np.linalg.norm(both), atol=1e-5)  # view "crop"
+    np.testing.assert_allclose(views.views[0, 0], plain.vectors[0], atol=1e-5)
+    largest = embed_images(encoder, paths[:1], ["photo.png"], _cfg("embed.crop=true", "embed.combine=gate",
+                                                                   "embed.turns=[0,180]", "embed.max_paintings=1"))
+    np.testing.assert_allclose(largest.views[0, 2], plain.vectors[1], atol=1e-5)
+
+
 def test_gate_recipe_checks():
     with pytest.raises(RecipeError, match="must start with 0"):
         _cfg("embed.combine=gate")
@@ -126,3 +167,5 @@ def test_gate_recipe_checks():
     with pytest.raises(RecipeError, match="gate_margin"):
         _cfg("embed.combine=gate", "embed.turns=[0,180]", "embed.gate_margin=wide")
     assert _cfg("embed.combine=gate", "embed.turns=[0,180]", "embed.gate_margin=0.15").gate_margin == "0.15"
+    with pytest.raises(RecipeError, match="max_paintings"):
+        _cfg("embed.crop=true", "embed.max_paintings=0")
