@@ -6,7 +6,10 @@ prints Hit@1/3/10 on the labeled sets, synthetic Hit@3 (overall and per conditio
 for runs made with ``synthetic.style=queries``) and the time each configuration took.
 
     CURATOR_SHARED=../shared python -m benchmarks.postprocess RUN_DIR [RUN_DIR ...] [--fusion]
-        [--concat-with RUN_DIR]
+        [--concat-with RUN_DIR] [--embed KEY=VALUE ...]
+
+``--embed`` picks which of the views a run kept (``embed.combine=gate``) are averaged first, e.g.
+``--embed embed.combine=mean 'embed.turns=[0,180]' embed.crop=true`` for the submission recipe's four.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.embed import Embeddings
+from core.embed import Embeddings, select_views
 from core.metrics import HIT_KEYS, summarize, target_ranks
 from core.pool import recipe_pool
 from core.post import PostProcessor, concat_blocks
@@ -27,13 +30,18 @@ from core.scoring import by_condition, labeled_metrics
 from core.synthetic import load_synthetic_queries
 
 SINGLE = {
-    "none": [],
+    "none": ["post.steps=[]"],
     "whiten": ["post.steps=[whiten]"],
     "whiten shrink 0.1": ["post.steps=[whiten]", "post.whiten.shrinkage=0.1"],
     "whiten shrink 0.5": ["post.steps=[whiten]", "post.whiten.shrinkage=0.5"],
     "whiten power 0.25": ["post.steps=[whiten]", "post.whiten.power=0.25"],
     "whiten dim 256": ["post.steps=[whiten]", "post.whiten.dim=256"],
     "whiten dim 128": ["post.steps=[whiten]", "post.whiten.dim=128"],
+    "learned whiten shrink 0.2": ["post.steps=[learned_whiten]", "post.learned_whiten.shrinkage=0.2"],
+    "learned whiten shrink 0.5": ["post.steps=[learned_whiten]", "post.learned_whiten.shrinkage=0.5"],
+    "learned whiten shrink 0.8": ["post.steps=[learned_whiten]", "post.learned_whiten.shrinkage=0.8"],
+    "learned whiten shrink 0.5 dim 256": ["post.steps=[learned_whiten]", "post.learned_whiten.dim=256"],
+    "learned whiten shrink 0.5 min sim 0.3": ["post.steps=[learned_whiten]", "post.learned_whiten.min_similarity=0.3"],
     "dba k1": ["post.steps=[dba]", "post.dba.k=1"],
     "dba k2": ["post.steps=[dba]", "post.dba.k=2"],
     "dba k3": ["post.steps=[dba]", "post.dba.k=3"],
@@ -43,6 +51,7 @@ SINGLE = {
     "whiten + dba k1 + qe k1": ["post.steps=[whiten,dba,qe]", "post.dba.k=1", "post.qe.k=1"],
 }
 FUSION = {
+    "learned whiten shrink 0.5 verified": ["post.steps=[learned_whiten]", "post.learned_whiten.verify=true"],
     "fusion k3": ["post.steps=[fusion]"],
     "whiten + fusion k3": ["post.steps=[whiten,fusion]"],
     "whiten + fusion k3 w1.0": ["post.steps=[whiten,fusion]", "post.fusion.weight=1.0"],
@@ -58,12 +67,17 @@ def load_synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int], 
     return Embeddings.load(folder / "embeddings"), queries.sources, queries.conditions
 
 
-def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None) -> list[dict]:
-    base = load_recipe(run / "recipe.yaml")
+def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None, embed: list[str]) -> list[dict]:
+    base = load_recipe(run / "recipe.yaml", embed)
     pool = recipe_pool(base)
     emb = Embeddings.load(run / "embeddings")
     paths = pool.paths_of(emb.names)
     synthetic = load_synthetic(run, emb)
+    if embed:
+        if emb.views is None or (synthetic and synthetic[0].views is None):
+            raise SystemExit(f"--embed picks among kept views, and {run} kept none (make it with embed.combine=gate)")
+        emb = select_views(emb, base.embed)
+        synthetic = (select_views(synthetic[0], base.embed), *synthetic[1:]) if synthetic else None
     syn_paths = [run / "synthetic" / "images" / Path(n).name for n in synthetic[0].names] if synthetic else []
     blocks = {"": (emb, synthetic[0] if synthetic else None)}
     if concat_with is not None:
@@ -80,7 +94,7 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
     rows, verifier = [], None
     for prefix, (start, start_syn) in blocks.items():
         for label, overrides in configs.items():
-            post = PostProcessor(load_recipe(run / "recipe.yaml", overrides), None)
+            post = PostProcessor(load_recipe(run / "recipe.yaml", [*embed, *overrides]), None)
             post.verifier = verifier
             t0 = time.perf_counter()
             out = post.apply(start, paths, save=False)
@@ -88,7 +102,8 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
             verifier = post.verifier or verifier
             overall = labeled_metrics(pool, out)[1]
             row = {"run": run.name, "post": prefix + label, **{k: overall[k] for k in HIT_KEYS},
-                   "map": overall["map"], "seconds": round(seconds, 2), "verified_pairs": post.verified_pairs}
+                   "map": overall["map"], "seconds": round(seconds, 2), "verified_pairs": post.verified_pairs,
+                   "pseudo_pairs": post.learned_pairs}
             if start_syn is not None:
                 joint = post.apply(Embeddings.concat([start, start_syn]), [*paths, *syn_paths], save=False)
                 rows_syn = list(range(len(start), len(joint)))
@@ -99,7 +114,8 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
             rows.append(row)
             print(f"{row['run']:<28}{row['post']:<60}" + " ".join(
                 f"{row[k]:.3f}" for k in HIT_KEYS) +
-                f"  syn {row.get('synthetic_hit@3', float('nan')):.3f}  {row['seconds']:7.2f} s", flush=True)
+                f"  syn {row.get('synthetic_hit@3', float('nan')):.3f}  {row['seconds']:7.2f} s"
+                + (f"  {row['pseudo_pairs']} pseudo pairs" if row["pseudo_pairs"] else ""), flush=True)
             per_condition = {k[4:-6]: v for k, v in row.items() if k.startswith("syn ") and k.endswith(" hit@3")}
             if per_condition:
                 shown = ", ".join(f"{c} {v:.3f}" for c, v in per_condition.items())
@@ -110,12 +126,14 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--fusion", action="store_true", help="also the (slow) verified-match fusion")
+    parser.add_argument("--fusion", action="store_true", help="also the (slow) steps that verify pairs geometrically")
     parser.add_argument("--concat-with", type=Path, help="a run whose embeddings to concatenate with each run's")
+    parser.add_argument("--embed", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="embed overrides choosing which kept views to average first")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/postprocess.csv"))
     args = parser.parse_args()
     configs = {**SINGLE, **(FUSION if args.fusion else {})}
-    rows = [r for run in args.runs for r in benchmark(run, configs, args.concat_with)]
+    rows = [r for run in args.runs for r in benchmark(run, configs, args.concat_with, args.embed)]
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from benchmarks.postprocess import load_synthetic
 from core.backbone import EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, gate_margin, recipe_reader, view_name
+from core.embed import Embeddings, embed_images, recipe_reader, recipe_views, select_views
 from core.metrics import summarize, target_ranks
 from core.photosim import CONDITIONS
 from core.pool import recipe_pool
@@ -52,19 +52,6 @@ OPTIONS = {
     "turns 0+180 + crop: mean of 4": ["embed.turns=[0,180]", "embed.crop=true"],
     "turns + crop: mean of 8": [TURNS4, "embed.crop=true"],
 }
-
-
-def wanted_views(embed_cfg) -> list[str]:
-    """The view names ``embed_cfg`` embeds (``core.embed.view_name``)."""
-    crops = (False, True) if embed_cfg.crop else (False,)
-    return [view_name(c, int(t)) for c in crops for t in embed_cfg.turns]
-
-
-def select(emb: Embeddings, embed_cfg) -> Embeddings:
-    """``emb`` (which kept its views) as ``embed_cfg`` would have embedded it: its views, then their
-    mean or the gate over ``emb``'s rows."""
-    subset = emb.with_views(wanted_views(embed_cfg))
-    return subset.gated(gate_margin(embed_cfg)) if embed_cfg.combine == "gate" else subset
 
 
 def seconds_per_1000(recipe, overrides: list[str], paths: list[Path], names: list[str]) -> float:
@@ -100,16 +87,16 @@ def benchmark(run: Path, timing_images: int) -> pd.DataFrame:
     rows = []
     for label, overrides in OPTIONS.items():
         recipe = load_recipe(recipe_file, [*PLAIN, *overrides])
-        missing = sorted(set(wanted_views(recipe.embed)) - set(emb.view_names))
+        missing = sorted(set(recipe_views(recipe.embed)) - set(emb.view_names))
         if missing:
             print(f"{label:<30} skipped: {run} lacks the views {missing}")
             continue
         post = PostProcessor(recipe, None)
         t0 = time.perf_counter()
-        chosen = select(emb, recipe.embed)
+        chosen = select_views(emb, recipe.embed)
         gate_s = time.perf_counter() - t0
         per_set, overall = labeled_metrics(pool, post.apply(chosen, paths, save=False))
-        joint = select(Embeddings.concat([emb, syn]), recipe.embed)
+        joint = select_views(Embeddings.concat([emb, syn]), recipe.embed)
         processed = post.apply(joint, [*paths, *syn_paths], save=False)
         row = {"run": run.name, "option": label,
                **{s: g["hit@3"] for f in per_set.values() for s, g in f["subsets"].items()},

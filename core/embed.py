@@ -328,3 +328,16 @@ def embed_images(encoder: Encoder, paths: Sequence[Path], names: Sequence[str], 
 def gate_margin(embed_cfg) -> float | None:
     """``embed.gate_margin`` as a number, or None for the margin the pool sets (``auto``)."""
     return None if str(embed_cfg.gate_margin) == "auto" else float(embed_cfg.gate_margin)
+
+
+def recipe_views(embed_cfg) -> list[str]:
+    """The view names ``embed_cfg`` embeds (:func:`view_name`), in ``Embeddings.view_names`` order."""
+    crops = (False, True) if embed_cfg.crop else (False,)
+    return [view_name(c, int(t)) for c in crops for t in embed_cfg.turns]
+
+
+def select_views(emb: Embeddings, embed_cfg) -> Embeddings:
+    """``emb`` (which kept its views) as ``embed_cfg`` would have embedded it: its views, then their
+    mean or the gate over ``emb``'s rows."""
+    subset = emb.with_views(recipe_views(embed_cfg))
+    return subset.gated(gate_margin(embed_cfg)) if embed_cfg.combine == "gate" else subset

@@ -23,6 +23,7 @@ import logging
 import numpy as np
 
 from core.search import topk
+from core.stats import robust_threshold
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,9 @@ def nearest_other(views: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return sims.max(axis=1).reshape(n, count)
 
 
-def auto_margin(gains: np.ndarray, z: float = AUTO_Z) -> float:
-    """The median gain plus ``z`` robust standard deviations (never below 0).
-
-    >>> round(auto_margin(np.array([-0.02, -0.01, 0.0, 0.01, 0.02, 0.3])), 3)
-    0.138
-    """
-    median = float(np.median(gains))
-    spread = 1.4826 * float(np.median(np.abs(gains - median)))
-    return max(0.0, median + z * spread)
-
-
 def gate_views(views: np.ndarray, margin: float | None = None) -> tuple[np.ndarray, float]:
-    """The view each image keeps (n,) and the margin used (``None``: :func:`auto_margin`).
+    """The view each image keeps (n,) and the margin used (``None``: ``AUTO_Z`` robust standard
+    deviations above the median gain).
 
     ``views``: (n, V, d) unit rows, view 0 the image as it is. Candidates are tried from the largest
     gain down; each is re-scored against the pool with the switches made so far.
@@ -63,7 +54,7 @@ def gate_views(views: np.ndarray, margin: float | None = None) -> tuple[np.ndarr
     pool = np.ascontiguousarray(views[:, 0], dtype=np.float32)
     sims = nearest_other(views, pool)
     gains = sims[:, 1:].max(axis=1) - sims[:, 0]
-    margin = auto_margin(gains) if margin is None else float(margin)
+    margin = robust_threshold(gains, AUTO_Z) if margin is None else float(margin)
     for i in np.argsort(-gains, kind="stable"):
         if gains[i] <= margin:
             break

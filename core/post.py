@@ -9,6 +9,11 @@ Steps run in the order of ``post.steps``:
 - ``whiten``: centre and PCA-whiten on the pool itself (shrinkage and power options, optional output
   dimension). Without truncation it is a ZCA map (rotated back), so an already white pool is left
   as it is. Saved as ``whiten.npz`` so it can be re-applied (``post.whiten.load``).
+- ``learned_whiten``: whitening learned from pseudo pairs (Radenović, Tolias, Chum 2018): the pool's
+  mutual nearest neighbours after PCA whitening, with a cosine above chance (optionally verified
+  geometrically), are taken for matches, and the map whitens their differences, blended with the pool's covariance by
+  ``shrinkage`` (1: PCA whitening again), then optionally keeps the ``dim`` directions along which
+  the pool varies most. Saved as ``learned_whiten.npz``; ``post.whiten.load`` re-applies it.
 - ``dba``: database-side augmentation: each embedding becomes the similarity^alpha-weighted mean
   of itself and its k nearest neighbours.
 - ``qe``: alpha query expansion. Where every image is both query and database item, it is the same
@@ -40,7 +45,8 @@ from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
 from core.images import ImageReader
 from core.registry import Registry
-from core.search import topk
+from core.search import is_mutual, topk
+from core.stats import robust_threshold
 from core.verify import Verifier
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,43 @@ class Whitening:
             projection = (eigvec * scale) @ eigvec.T  # ZCA: whiten, then rotate back
         else:
             projection = eigvec[:, :dim] * scale[:dim]
+        return cls(mean.astype(np.float32), projection.astype(np.float32))
+
+    @classmethod
+    def fit_pairs(cls, vectors: np.ndarray, pairs: np.ndarray, shrinkage: float = 0.5, dim: int | None = None
+                  ) -> Whitening:
+        """Whitening of the differences within matching ``pairs`` (rows i, j of ``vectors``).
+
+        The covariance of the pair differences (each pair a match: what varies between a photo and its
+        painting is nuisance) and the pool's covariance, both scaled to unit trace, are blended with
+        weight ``shrinkage`` on the pool's, which also keeps the map full-rank when there are fewer
+        pairs than dimensions; ``shrinkage=1`` is PCA whitening. With ``dim``, the whitened pool's
+        ``dim`` leading principal directions are kept.
+
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(200, 8)) * [5, 1, 1, 1, 1, 1, 1, 1]  # axis 0: wide in the pool...
+        >>> pairs = np.stack([np.arange(100), np.arange(100, 200)], axis=1)
+        >>> x[100:] = x[:100] + rng.normal(size=(100, 8)) * [0, 3, 0, 0, 0, 0, 0, 0]  # ...axis 1: nuisance
+        >>> w = Whitening.fit_pairs(x, pairs, shrinkage=0.1)
+        >>> bool(np.abs(w.projection[1, 1]) < np.abs(w.projection[0, 0]))  # axis 1 is damped the most
+        True
+        """
+        if not 0.0 < shrinkage <= 1.0:
+            raise ValueError(f"shrinkage={shrinkage} must be in (0, 1]")
+        x = vectors.astype(np.float64)
+        mean = x.mean(axis=0)
+        pool = np.cov(x - mean, rowvar=False)
+        cov = shrinkage * pool / np.trace(pool)
+        if len(pairs) and shrinkage < 1.0:
+            diff = x[pairs[:, 0]] - x[pairs[:, 1]]
+            within = diff.T @ diff / len(diff)
+            cov += (1 - shrinkage) * within / max(np.trace(within), 1e-12)
+        eigval, eigvec = np.linalg.eigh(cov)
+        projection = (eigvec * np.maximum(eigval, eigval.max() * 1e-9 + 1e-12) ** -0.5) @ eigvec.T
+        if dim is not None:
+            whitened = (x - mean) @ projection
+            _, rotation = np.linalg.eigh(np.cov(whitened, rowvar=False))
+            projection = projection @ rotation[:, ::-1][:, :dim]
         return cls(mean.astype(np.float32), projection.astype(np.float32))
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
@@ -150,6 +193,7 @@ class PostProcessor:
         self.verifier: Verifier | None = None
         self.timings: dict[str, float] = {}
         self.verified_pairs = 0
+        self.learned_pairs = 0
 
     @property
     def active(self) -> bool:
@@ -199,6 +243,56 @@ def whiten_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths
         whitening = Whitening.fit(vectors, w.dim, float(w.shrinkage), float(w.power))
         if save and post.out_dir is not None:
             whitening.save(post.out_dir / "whiten.npz")
+    return whitening.apply(vectors)
+
+
+# Pseudo pairs must beat the median nearest-neighbour cosine of the whitened pool's unpaired images by
+# this many robust standard deviations (post.learned_whiten.min_similarity=auto).
+PAIR_Z = 3.0
+
+
+def pseudo_pairs(vectors: np.ndarray, min_similarity: float | None = None, duplicate_similarity: float = 0.995
+                 ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mutual nearest neighbours of the PCA-whitened ``vectors`` (where photos find their paintings far
+    more often than before whitening) with a cosine in [min_similarity, duplicate_similarity): near-copies
+    teach nothing about what separates a photo from its painting. Returns pairs, cosines, threshold.
+
+    ``min_similarity=None`` chooses it from the pool: an image in no mutual pair has, nearly always, no
+    match in the pool, so its nearest neighbour's cosine is chance, and a pair must clear ``PAIR_Z``
+    robust standard deviations above the median of those cosines.
+    """
+    whitened = Whitening.fit(vectors).apply(vectors)
+    sims, idx = topk(whitened, None, k=1)
+    nn = idx[:, 0]
+    mutual = is_mutual(nn)
+    if min_similarity is None:
+        min_similarity = robust_threshold(sims[~mutual, 0] if (~mutual).any() else sims[:, 0], PAIR_Z)
+    rows = np.flatnonzero(mutual & (np.arange(len(nn)) < nn))
+    keep = rows[(sims[rows, 0] >= min_similarity) & (sims[rows, 0] < duplicate_similarity)]
+    return np.stack([keep, nn[keep]], axis=1), sims[keep, 0], float(min_similarity)
+
+
+@register_step("learned_whiten")
+def learned_whiten_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths: Sequence[Path],
+                        save: bool) -> np.ndarray:
+    c = post.cfg.learned_whiten
+    pairs, _, threshold = pseudo_pairs(vectors, None if c.min_similarity == "auto" else float(c.min_similarity))
+    mined = len(pairs)
+    if c.verify and mined:
+        if post.verifier is None:
+            post.verifier = Verifier(ImageReader(min_side=int(c.max_side)), max_side=int(c.max_side))
+        inliers = [post.verifier.inliers(paths[i], paths[j])
+                   for i, j in tqdm(pairs, desc="verify pseudo pairs", unit="pair",
+                                    disable=not post.recipe.embed.progress, mininterval=1.0)]
+        pairs = pairs[np.asarray(inliers) >= int(c.min_inliers)]
+    post.learned_pairs = len(pairs)
+    log.info("learned whitening: %d pseudo pairs among %d images (mutual nearest neighbours, cosine >= %.3f%s)",
+             len(pairs), len(vectors), threshold, f", {len(pairs)} of {mined} verified" if c.verify else "")
+    if not len(pairs):
+        log.warning("learned whitening found no pseudo pairs: it is PCA whitening here")
+    whitening = Whitening.fit_pairs(vectors, pairs, float(c.shrinkage), c.dim)
+    if save and post.out_dir is not None:
+        whitening.save(post.out_dir / "learned_whiten.npz")
     return whitening.apply(vectors)
 
 

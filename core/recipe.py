@@ -94,6 +94,21 @@ class WhitenConfig:
 
 
 @dataclass
+class LearnedWhitenConfig:
+    # Weight of the pool's covariance against the pseudo pairs' differences (1: PCA whitening).
+    shrinkage: float = 0.5
+    # Keep the whitened pool's leading principal directions; null keeps every dimension.
+    dim: int | None = None
+    # Pseudo pairs: mutual nearest neighbours after PCA whitening with at least this cosine; auto: 3
+    # robust standard deviations above the median nearest-neighbour cosine of unpaired images (chance).
+    min_similarity: str = "auto"
+    # Keep only pairs with at least min_inliers RANSAC-homography inliers (SIFT at max_side pixels).
+    verify: bool = False
+    min_inliers: int = 25
+    max_side: int = 512
+
+
+@dataclass
 class NeighbourConfig:
     # Average each embedding with its k nearest neighbours, weighted by similarity^alpha.
     k: int = 2
@@ -126,6 +141,7 @@ class PostConfig:
     weight: float = 1.0
     concat: list[ConcatBlock] = field(default_factory=list)
     whiten: WhitenConfig = field(default_factory=WhitenConfig)
+    learned_whiten: LearnedWhitenConfig = field(default_factory=LearnedWhitenConfig)
     dba: NeighbourConfig = field(default_factory=NeighbourConfig)
     qe: NeighbourConfig = field(default_factory=NeighbourConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -215,6 +231,18 @@ def _choices_check(cfg: DictConfig) -> None:
     unknown = [s for s in steps if s not in POST_STEPS]
     if unknown or len(set(steps)) != len(steps):
         raise RecipeError(f"post.steps={steps}: each step once, from {', '.join(POST_STEPS)}")
+    lw = cfg.post.learned_whiten
+    if not 0 < lw.shrinkage <= 1:
+        raise RecipeError(f"post.learned_whiten.shrinkage={lw.shrinkage} must be in (0, 1] (1: PCA whitening; "
+                          "some weight on the pool keeps the map full-rank), e.g. 0.5")
+    if str(lw.min_similarity) != "auto":
+        try:
+            float(lw.min_similarity)
+        except ValueError:
+            raise RecipeError(f"post.learned_whiten.min_similarity={lw.min_similarity!r} must be auto or a cosine, "
+                              "e.g. 0.4") from None
+    if lw.dim is not None and lw.dim < 1:
+        raise RecipeError(f"post.learned_whiten.dim={lw.dim} must be null (every dimension) or at least 1")
     if "concat" in steps and (steps[0] != "concat" or not cfg.post.concat):
         raise RecipeError("post.steps: 'concat' must come first and needs post.concat blocks (other models)")
 

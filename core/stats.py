@@ -25,6 +25,18 @@ from core.search import is_mutual, topk
 QUANTILES = (0.1, 0.5, 0.9)
 
 
+def robust_threshold(values: np.ndarray, z: float) -> float:
+    """The median of ``values`` plus ``z`` robust standard deviations (1.4826 MAD), never below 0: where
+    the chance values of a pool rarely reach.
+
+    >>> round(robust_threshold(np.array([-0.02, -0.01, 0.0, 0.01, 0.02, 0.3]), 6), 3)
+    0.138
+    """
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median)))
+    return max(0.0, median + z * spread)
+
+
 def effective_rank(vectors: np.ndarray) -> float:
     """Roy & Vetterli's effective rank of the centred rows."""
     s = _singular_values(vectors)

@@ -19,8 +19,8 @@ import pandas as pd
 from core.atomic import atomic_write_bytes, atomic_write_text
 from core.errors import MissingInputError
 from core.images import ImageReader, shrink_to
-from core.pool import row_index
 from core.photosim import simulate_query, simulate_visitor_photo
+from core.pool import row_index
 
 # Sources are shrunk first: the simulator's cost grows with the area, and models see ~224 px.
 SOURCE_MAX_SIDE = 768

@@ -121,7 +121,8 @@ def synthetic_results(run: Path, condition: str, k: int) -> tuple[Embeddings, li
     """The run's synthetic photos showing ``condition`` ("all": every one), ranked in the pool they
     were scored in: the pool and the photos together, gated and post-processed as eval did."""
     if condition != "all" and condition not in CONDITIONS:
-        raise MissingInputError(f"--synthetic {condition!r} is not a condition. Fix: one of all, {', '.join(CONDITIONS)}")
+        raise MissingInputError(f"--synthetic {condition!r} is not a condition. Fix: one of all, "
+                                f"{', '.join(CONDITIONS)}")
     recipe = load_recipe(run / "recipe.yaml")
     for folder in (run / "embeddings", run / "synthetic" / "embeddings"):
         if not Embeddings.saved_in(folder):

@@ -8,9 +8,10 @@ import torch
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images
 from core.errors import RecipeError
-from core.gate import auto_margin, gate_views
+from core.gate import AUTO_Z, gate_views
 from core.localise import find_paintings, painting_crops
 from core.recipe import load_recipe
+from core.stats import robust_threshold
 
 
 def _unit(x):
@@ -53,7 +54,7 @@ def test_margins_decide_and_auto_sits_above_chance():
     assert (gate_views(views, margin=2.0)[0] == 0).all()
     chosen, margin = gate_views(views, margin=None)
     gains = np.random.default_rng(1).normal(0, 0.02, 1000)
-    assert auto_margin(gains) == pytest.approx(6 * 0.02, abs=0.02)
+    assert robust_threshold(gains, AUTO_Z) == pytest.approx(6 * 0.02, abs=0.02)
     assert chosen[0] == (1 if weak_gain - 0.4 > margin else 0)  # only a gain above the margin switches
 
 
@@ -102,8 +103,9 @@ def test_localisation_finds_paintings_side_by_side_largest_first():
     assert len(found) == 2 and len(find_paintings(photo, max_paintings=1)) == 1
     assert found[0][:, 0].max() < 240 < found[1][:, 0].min()  # the larger, left one first
     crops = painting_crops(photo)
-    assert [abs(c.shape[1] / c.shape[0] - p.shape[1] / p.shape[0]) < 0.08 for c, p in zip(crops, (left, right))] == [
-        True, True]
+    assert len(crops) == 2
+    for crop, painting in zip(crops, (left, right), strict=True):
+        assert abs(crop.shape[1] / crop.shape[0] - painting.shape[1] / painting.shape[0]) < 0.08
 
 
 def test_no_crop_where_the_image_is_the_painting():

@@ -104,6 +104,40 @@ def test_postprocessor_keeps_rows_names_and_order(tmp_path):
     assert (tmp_path / "whiten.npz").is_file()
 
 
+def _photos_and_paintings(seed: int = 5):
+    """200 paintings and 100 distractors, and 100 photos of the first paintings that differ from them
+    mostly along two 'photo-ness' axes; the photos come first."""
+    rng = np.random.default_rng(seed)
+    paintings = rng.normal(size=(300, 16))
+    photos = paintings[:100] + rng.normal(size=(100, 16)) * np.r_[3.0, 3.0, np.full(14, 0.3)]
+    return np.vstack([photos, paintings]).astype(np.float32)
+
+
+def _photo_hit1(vectors: np.ndarray) -> float:
+    _, idx = topk(vectors, None, k=1)
+    return float(np.mean(idx[:100, 0] == np.arange(100, 200)))
+
+
+def test_learned_whitening_damps_what_separates_pseudo_pairs(tmp_path):
+    x = _photos_and_paintings()
+    emb = Embeddings([f"n{i}" for i in range(len(x))], x, np.ones(len(x), np.float32))
+    paths = [Path(f"{i}.jpg") for i in range(len(x))]
+    pca = PostProcessor(load_recipe(None, ["post.steps=[whiten]"])).apply(emb, paths).vectors
+    post = PostProcessor(load_recipe(None, ["post.steps=[learned_whiten]", "post.learned_whiten.shrinkage=0.2"]),
+                         tmp_path)
+    learned = post.apply(emb, paths).vectors
+    assert post.learned_pairs > 30  # mined without labels, from the PCA-whitened pool
+    assert _photo_hit1(learned) > _photo_hit1(pca) + 0.1
+    assert np.allclose(np.linalg.norm(learned, axis=1), 1, atol=1e-5)
+    saved = load_recipe(None, ["post.steps=[whiten]", f"post.whiten.load={tmp_path / 'learned_whiten.npz'}"])
+    assert np.allclose(PostProcessor(saved).apply(emb, paths).vectors, learned, atol=1e-6)
+    # All weight on the pool is PCA whitening; dim keeps the leading directions.
+    assert np.allclose(Whitening.fit_pairs(x, np.zeros((0, 2), int), shrinkage=1.0).apply(x), pca, atol=1e-4)
+    assert Whitening.fit_pairs(x, np.zeros((0, 2), int), dim=5).apply(x).shape == (400, 5)
+    with pytest.raises(RecipeError, match="shrinkage"):
+        load_recipe(None, ["post.learned_whiten.shrinkage=0"])
+
+
 def test_concat_weights_blocks():
     a, b = np.eye(3, dtype=np.float32), np.ones((3, 2), np.float32)
     out = concat_blocks([a, b], [1.0, 0.5])
