@@ -27,9 +27,10 @@ from core.errors import MissingInputError, command_line
 from core.images import make_reader
 from core.metrics import HITS_LABEL, format_hits
 from core.pool import Pool, recipe_pool
+from core.post import PostProcessor
 from core.recipe import parse_cli, to_dict
 from core.runs import RunDir
-from core.scoring import labeled_metrics
+from core.scoring import labeled_scores, post_applied
 from core.tuning import configure_tuning
 from core.verify import Verifier
 from ssl.augment import view_maker
@@ -60,6 +61,13 @@ def _full_pool(recipe: DictConfig, pool: Pool, weights: str, desc: str):
     return encoder, emb
 
 
+def _pool_scores(recipe: DictConfig, pool: Pool, emb) -> dict | None:
+    """The pool's labeled figures after the recipe's post steps, the raw ones under ``raw``."""
+    if not pool.labeled:
+        return None
+    return labeled_scores(pool, emb, post_applied(PostProcessor(recipe), emb, pool.paths_of(emb.names)))[1]
+
+
 def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, verifier: Verifier | None) -> dict:
     started = time.perf_counter()
     sub = OmegaConf.merge(recipe, {"run_dir": str(run.path / f"round{n}"), "model": {"weights": weights}})
@@ -71,7 +79,7 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
     write_pairs(table, truth, round_run.path / "pairs.csv")
     mined = accounting(table, truth, labeled_rows(pool, emb.names))
     kept = table[table["kept"]]
-    before = labeled_metrics(pool, emb)[1] if pool.labeled else None
+    before = _pool_scores(recipe, pool, emb)
     record = {"round": n, "start": weights, "mining": mined, "pool_before": before}
     if len(kept) < 2:
         log.warning("round %d kept %d pairs (see %s): nothing to refine on, so the model stays as it is. Fix: "
@@ -117,7 +125,7 @@ def pseudolabel(recipe: DictConfig) -> dict:
                 break
         if rounds[-1]["refined"]:
             _, emb = _full_pool(recipe, pool, weights, "final model: embed pool")
-            after = labeled_metrics(pool, emb)[1] if pool.labeled else None
+            after = _pool_scores(recipe, pool, emb)
         else:  # the model did not change since the round embedded the pool
             after = rounds[-1]["pool_before"]
         summary = {"rounds": rounds, "encoder": weights, "pool_after": after, "recipe": to_dict(recipe),
@@ -130,21 +138,27 @@ def _number(value: float | int | None) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _hits(figures: dict | None) -> str:
+    """Hit@k after the post steps, and before them in brackets where steps ran."""
+    if not figures:
+        return "-"
+    return format_hits(figures) + (f" ({format_hits(figures['raw'])} raw)" if figures.get("raw") else "")
+
+
 def _format(summary: dict) -> str:
     # "unjudged": kept pairs of two unlabeled images, counted as wrong by "precision" and left out
     # of "labeled precision".
     columns = (("kept", "kept", 6), ("kept_wrong", "wrong", 7), ("kept_unjudged", "unjudged", 10),
                ("precision", "precision", 11), ("labeled_precision", "labeled", 10), ("recall", "recall", 8))
     header = "".join(f"{label:>{w}}" for _, label, w in columns)
-    lines = [f"{'round':<6}{header}   {HITS_LABEL} of the pool before"]
+    lines = [f"{'round':<6}{header}   {HITS_LABEL} of the pool before (raw)"]
     for r in summary["rounds"]:
         m, b = r["mining"], r["pool_before"]
         cells = "".join(f"{_number(m.get(k)):>{w}}" for k, _, w in columns)
-        hits = format_hits(b) if b else "-"
-        lines.append(f"{r['round']:<6}{cells}   {hits}")
+        lines.append(f"{r['round']:<6}{cells}   {_hits(b)}")
     a = summary["pool_after"]
     if a:
-        lines.append(f"after the last round: {HITS_LABEL} {format_hits(a)}")
+        lines.append(f"after the last round: {HITS_LABEL} {_hits(a)}")
     lines.append(f"encoder: {summary['encoder']}")
     return "\n".join(lines)
 

@@ -1,6 +1,8 @@
 """Scoring a model's embeddings: Hit@k per labeled set and subset, and on held-out synthetic photos.
 
 Shared by the evaluator (``python -m eval``), the training monitor and stage 2's round accounting.
+Figures are those of the embeddings after the recipe's post steps (what a user submits); where steps
+ran, ``raw`` holds the same Hit@k and mAP before them, so a run shows what it adds over whitening.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from omegaconf import DictConfig
 from core.backbone import Encoder
 from core.embed import Embeddings, embed_images, gate_margin
 from core.images import ImageReader
-from core.metrics import summarize, target_ranks
+from core.metrics import HIT_KEYS, summarize, target_ranks
 from core.photosim import CONDITIONS
 from core.pool import LabeledSet, Pool, row_index
 from core.post import PostProcessor
@@ -51,6 +53,25 @@ def labeled_metrics(pool: Pool, emb: Embeddings) -> tuple[dict, dict]:
     return per_set, summarize(all_ranks)
 
 
+def headline(figures: dict) -> dict:
+    """The Hit@k and mAP of a :func:`core.metrics.summarize` result."""
+    return {k: figures[k] for k in (*HIT_KEYS, "map")}
+
+
+def labeled_scores(pool: Pool, raw: Embeddings, final: Embeddings | None = None) -> tuple[dict, dict]:
+    """:func:`labeled_metrics` of ``final`` (the post-processed embeddings; ``raw`` where no step ran),
+    with the overall figures of ``raw`` under ``overall["raw"]`` when there is a ``final``."""
+    per_set, overall = labeled_metrics(pool, raw if final is None else final)
+    if final is not None:
+        overall["raw"] = headline(labeled_metrics(pool, raw)[1])
+    return per_set, overall
+
+
+def post_applied(post: PostProcessor, emb: Embeddings, paths: list[Path], save: bool = False) -> Embeddings | None:
+    """``emb`` after ``post``'s steps, or None where the recipe has none."""
+    return post.apply(emb, paths, save=save) if post.active else None
+
+
 def by_condition(ranks: list[np.ndarray], conditions: list[list[str]]) -> dict[str, dict]:
     """The metrics of the queries showing each condition (``core.photosim.CONDITIONS`` order; a
     condition no query shows is left out)."""
@@ -63,18 +84,22 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
                     pool_paths: list[Path] | None = None) -> dict:
     """Hit@k of the synthetic photos, each ranked against ``emb`` (rows = its sources) and each other.
 
-    With ``post``, the photos join the pool (files ``pool_paths``) before its steps, as any image would.
+    With ``post``, the photos join the pool (files ``pool_paths``) before its steps, as any image would,
+    and ``raw`` holds the Hit@k and mAP before the steps.
     """
     syn = embed_images(encoder, queries.paths, queries.names, embed_cfg, desc="embed synthetic")
     if save_to is not None:
         syn.save(save_to)
     # Views are gated over the pool the photos join, as they would be had they been in it all along.
     joint = Embeddings.concat([emb, syn]).gated(gate_margin(embed_cfg))
-    if post is not None and post.active:
-        joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
     rows = list(range(len(emb), len(emb) + len(syn)))
-    ranks = target_ranks(joint.vectors, rows, [[s] for s in queries.sources])
-    return {**summarize(ranks), "conditions": by_condition(ranks, queries.conditions),
+    targets = [[s] for s in queries.sources]
+    raw = None
+    if post is not None and post.active:
+        raw = headline(summarize(target_ranks(joint.vectors, rows, targets)))
+        joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
+    ranks = target_ranks(joint.vectors, rows, targets)
+    return {**summarize(ranks), **({"raw": raw} if raw else {}), "conditions": by_condition(ranks, queries.conditions),
             "stats": pair_stats(joint.vectors, rows, list(queries.sources))}
 
 

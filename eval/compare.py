@@ -90,6 +90,9 @@ def load_run(path: Path) -> dict:
             row[f"{name} {k}"] = fig.get(k)
     synthetic = figures.get("synthetic")
     row["synthetic hit@3"] = synthetic.get("hit@3") if synthetic else None
+    # Before the recipe's post steps (absent where none ran): what they add, and what training adds over them.
+    row["raw hit@3"] = ((overall or {}).get("raw") or {}).get("hit@3")
+    row["raw synthetic hit@3"] = ((synthetic or {}).get("raw") or {}).get("hit@3")
     row["effective_rank"] = stats.get("effective_rank")
     row["nn_margin"] = stats.get("nn_margin_mean")
     row["hub_skew"] = stats.get("hub_skew")

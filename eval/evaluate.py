@@ -15,7 +15,7 @@ from core.pool import recipe_pool
 from core.post import PostProcessor
 from core.recipe import to_dict
 from core.runs import RunDir
-from core.scoring import labeled_metrics, synthetic_metrics
+from core.scoring import labeled_scores, post_applied, synthetic_metrics
 from core.seeding import seed_everything
 from core.stats import embedding_stats
 
@@ -40,10 +40,11 @@ def evaluate(recipe: DictConfig) -> dict:
         emb.save(run.embeddings_dir)
         paths = pool.paths_of(emb.names)
         post = PostProcessor(recipe, run.path / "post")
-        final = post.apply(emb, paths) if post.active else emb
-        if post.active:
-            final.save(run.path / "post" / "embeddings")
-        per_set, overall = labeled_metrics(pool, final)
+        processed = post_applied(post, emb, paths, save=True)
+        if processed is not None:
+            processed.save(run.path / "post" / "embeddings")
+        final = processed if processed is not None else emb
+        per_set, overall = labeled_scores(pool, emb, processed)
         synthetic = synthetic_metrics(recipe, run, paths, emb, encoder, reader, post)
         metrics = {
             **overall,
@@ -76,10 +77,13 @@ def format_table(metrics: dict) -> str:
         rows.extend((f"  synthetic/{c}", f) for c, f in metrics["synthetic"].get("conditions", {}).items())
     if metrics["sets"]:
         rows.append(("overall", metrics))
+    # Before the post steps: what the model gives without them.
+    rows.extend([(f"{name} before post", {"n_queries": f["n_queries"], **f["raw"]}) for name, f in rows
+                 if name in ("synthetic queries", "overall") and f.get("raw")])
     header = f"{'set':<34}{'n':>6}" + "".join(f"{k:>9}" for k in METRIC_KEYS[:-1])
     lines = [header, "-" * len(header)]
     for name, f in rows:
-        cells = "".join(f"{'-' if f[k] is None else format(f[k], '.3f'):>9}" for k in METRIC_KEYS[:-1])
+        cells = "".join(f"{'-' if f.get(k) is None else format(f[k], '.3f'):>9}" for k in METRIC_KEYS[:-1])
         lines.append(f"{name:<34}{f['n_queries']:>6}{cells}")
     s = metrics["stats"]
     lines.append("")

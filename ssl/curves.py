@@ -10,7 +10,8 @@ from core.figures import plt, save_png
 
 
 def plot_training_curves(records: list[dict], out: str | Path, title: str = "") -> Path:
-    """Two panels: mean training loss per epoch; Hit@3 and effective rank per evaluation."""
+    """Two panels: mean training loss per epoch; Hit@3 (after the post steps, and raw dotted) and
+    effective rank per evaluation."""
     fig, (ax_loss, ax_hit) = plt.subplots(1, 2, figsize=(10, 3.6))
     with_loss = [r for r in records if r.get("loss") is not None]
     ax_loss.plot([r["epoch"] for r in with_loss], [r["loss"] for r in with_loss], "o-", color="tab:red")
@@ -22,6 +23,9 @@ def plot_training_curves(records: list[dict], out: str | Path, title: str = "") 
         values = [(r["epoch"], r[key]["hit@3"]) for r in records if r.get(key)]
         if values:
             ax_hit.plot(*zip(*values, strict=True), "o-", color=colour, label=label)
+        raw = [(r["epoch"], r[key]["raw"]["hit@3"]) for r in records if (r.get(key) or {}).get("raw")]
+        if raw:  # the same before the post steps: the dashed line shows what whitening adds
+            ax_hit.plot(*zip(*raw, strict=True), "o:", color=colour, alpha=0.6, label=f"{label}, raw")
     ax_hit.set_xlabel("epoch (0 = before training)")
     ax_hit.set_ylabel("Hit@3")
     ax_hit.set_ylim(0, 1)

@@ -2,10 +2,12 @@
 
 Each evaluation embeds a fixed monitoring pool (every labeled image plus a seeded random fill of the
 rest, up to ``monitor.pool_size``) and a fixed set of held-out synthetic photos, and records
-synthetic Hit@k, Hit@k per labeled set, effective rank (a falling rank warns of collapse) and the
-NN1-NN2 margin. Records go to ``metrics.jsonl`` (one line per evaluation, with the epoch's mean
-loss, learning rates and teacher momentum) and to the Lightning logger. Epoch 0 is the model
-before any training: the zero-shot row.
+synthetic Hit@k and Hit@k per labeled set after the recipe's post steps fitted on that pool (with
+the figures before them under ``raw``: training earns its keep only if it adds over whitening),
+the effective rank of the raw embeddings (a falling rank warns of collapse) and the NN1-NN2 margin.
+Records go to ``metrics.jsonl`` (one line per evaluation, with the epoch's mean loss, learning rates
+and teacher momentum) and to the Lightning logger. Epoch 0 is the model before any training: the
+zero-shot row.
 
 Any LightningModule with an ``export_encoder()`` method can be monitored. The monitor only records:
 the run's outputs (``encoder.pt``, ``curves.png``, ``metrics.json``) are written by
@@ -25,8 +27,9 @@ from core.embed import Embeddings, embed_images
 from core.images import make_reader
 from core.metrics import HIT_KEYS
 from core.pool import Pool
+from core.post import PostProcessor
 from core.runs import RunDir
-from core.scoring import labeled_metrics, score_synthetic
+from core.scoring import labeled_scores, post_applied, score_synthetic
 from core.stats import embedding_stats
 from core.synthetic import make_synthetic_queries
 
@@ -74,8 +77,12 @@ class EvalMonitor(pl.Callback):
         emb: Embeddings = embed_images(encoder, [self.pool.paths[i] for i in self.rows],
                                        [self.pool.names[i] for i in self.rows], cfg, reader=reader,
                                        skip_corrupt=self.recipe.data.skip_corrupt, desc=f"monitor epoch {epoch}")
-        per_set, overall = labeled_metrics(self.pool, emb) if self.pool.labeled else ({}, None)
-        synthetic = score_synthetic(encoder, self.queries, emb, cfg) if self.queries else None
+        paths = self.pool.paths_of(emb.names)
+        post = PostProcessor(self.recipe)
+        processed = post_applied(post, emb, paths)
+        per_set, overall = labeled_scores(self.pool, emb, processed) if self.pool.labeled else ({}, None)
+        synthetic = (score_synthetic(encoder, self.queries, emb, cfg, post=post, pool_paths=paths)
+                     if self.queries else None)
         stats = embedding_stats(emb.vectors, emb.norms)
         record = {"epoch": epoch, "step": step, "loss": loss, **(logged or {}),
                   "synthetic": synthetic, "overall": overall,
@@ -86,13 +93,14 @@ class EvalMonitor(pl.Callback):
         self.run.append_metrics_line(record)
         self.history.append(record)
         flat = {"eval/effective_rank": stats["effective_rank"]}
-        if synthetic:
-            flat.update({f"eval/synthetic_{k}": synthetic[k] for k in HIT_KEYS})
-        if overall:
-            flat.update({f"eval/labeled_{k}": overall[k] for k in HIT_KEYS})
+        for name, figures in (("synthetic", synthetic), ("labeled", overall)):
+            if figures:
+                flat.update({f"eval/{name}_{k}": figures[k] for k in HIT_KEYS})
+                flat.update({f"eval/{name}_raw_{k}": v for k, v in figures.get("raw", {}).items() if k in HIT_KEYS})
         if pl_module.logger is not None:
             pl_module.logger.log_metrics({**flat, "epoch": epoch}, step=step)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in flat.items()))
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in flat.items()
+                                                  if "@3" in k or "rank" in k))
         return record
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import warnings
 
+import pandas as pd
 import pytest
 
 from core.embed import Embeddings
@@ -44,7 +45,8 @@ def test_compare_tabulates_what_differs_and_writes_csv_markdown_and_plots(two_ru
 def test_compare_reads_each_run_by_its_kind(two_runs, tmp_path):
     evaluated = json.loads((two_runs / "plain" / "metrics.json").read_text())
     assert evaluated["kind"] == "evaluate" and evaluated["schema"] == 2
-    last = {"overall": {"hit@1": 0.1, "hit@3": 0.2, "hit@10": 0.3}, "synthetic": {"hit@3": 0.4},
+    last = {"overall": {"hit@1": 0.1, "hit@3": 0.2, "hit@10": 0.3, "raw": {"hit@3": 0.15}},
+            "synthetic": {"hit@3": 0.4, "raw": {"hit@3": 0.25}},
             "sets": {"museum": {"hit@1": 0.1, "hit@3": 0.2, "hit@10": 0.3}}, "effective_rank": 5.0,
             "monitor_pool": 70}
     after = {"hit@1": 0.5, "hit@3": 0.6, "hit@10": 0.7}
@@ -59,6 +61,8 @@ def test_compare_reads_each_run_by_its_kind(two_runs, tmp_path):
     rows = table.set_index("run")
     assert rows.loc["trained", "kind"] == "pretrain" and rows.loc["trained", "hit@3"] == 0.2
     assert rows.loc["trained", "synthetic hit@3"] == 0.4 and rows.loc["trained", "pool"] == 70
+    assert rows.loc["trained", "raw hit@3"] == 0.15 and rows.loc["trained", "raw synthetic hit@3"] == 0.25
+    assert pd.isna(rows.loc["stage2", "raw hit@3"])  # no post steps recorded: no raw column to fill
     assert rows.loc["stage2", "hit@3"] == rows.loc["old-stage2", "hit@3"] == 0.6
     assert rows.loc["old-stage2", "kind"] == "pseudolabel" and rows.loc["plain", "kind"] == "evaluate"
     result = run_cli("eval.compare", str(tmp_path / "submitted"), "--out", str(tmp_path / "out"))

@@ -70,6 +70,8 @@ def test_a_round_runs_end_to_end_and_accounts_for_its_pairs(tmp_path, sample_roo
     assert mining["kept_unjudged"] == 0 and mining["labeled_precision"] == mining["precision"]
     assert "labeled" in result.stdout and "unjudged" in result.stdout
     assert (tmp_path / "pl" / "round1" / "encoder.pt").is_file() and metrics["pool_after"]["n_queries"] == 10
+    # Scored after the recipe's whitening, the raw figures beside (pseudolabel.yaml inherits post.steps).
+    assert set(metrics["pool_after"]["raw"]) == {"hit@1", "hit@3", "hit@10", "map"} and "raw)" in result.stdout
 
 
 def test_a_round_without_trustworthy_pairs_stops_and_says_so(tmp_path, sample_root):
