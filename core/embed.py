@@ -139,7 +139,7 @@ class ImageFileDataset(Dataset):
 
     def __init__(self, paths: Sequence[Path], reader: ImageReader,
                  transforms: Sequence[Callable[[np.ndarray], torch.Tensor]], skip_corrupt: bool = False,
-                 crop: bool = False, max_paintings: int = 3):
+                 crop: bool = False, max_paintings: int = 1):
         self.paths = list(paths)
         self.reader = reader
         self.transforms = list(transforms)
@@ -207,7 +207,7 @@ def view_name(crop: bool, turn: int) -> str:
 def embed_variants(encoder: Encoder, paths: Sequence[Path], names: Sequence[str], *,
                    poolings: Sequence[str] | None = None, flips: Sequence[bool] = (False,),
                    scales: Sequence[float] = (1.0,), turns: Sequence[int] = (0,), crop: bool = False,
-                   max_paintings: int = 3, keep_views: bool = False, batch_size: int = 32, num_workers: int = 2,
+                   max_paintings: int = 1, keep_views: bool = False, batch_size: int = 32, num_workers: int = 2,
                    precision: str = "fp32", device: str = "auto", reader: ImageReader | None = None,
                    skip_corrupt: bool = False, progress: bool = True, desc: str = "embed"
                    ) -> dict[str, Embeddings]:

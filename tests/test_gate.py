@@ -152,12 +152,12 @@ def test_the_crop_view_of_two_paintings_is_their_normalised_sum(tmp_path):
     paths = [tmp_path / n for n in files]
     plain = embed_images(encoder, paths, list(files), _cfg())
     views = embed_images(encoder, paths[:1], ["photo.png"], _cfg("embed.crop=true", "embed.combine=gate",
-                                                                 "embed.turns=[0,180]"))
+                                                                 "embed.turns=[0,180]", "embed.max_paintings=3"))
     both = plain.vectors[1] + plain.vectors[2]
     np.testing.assert_allclose(views.views[0, 2], both / np.linalg.norm(both), atol=1e-5)  # view "crop"
     np.testing.assert_allclose(views.views[0, 0], plain.vectors[0], atol=1e-5)
     largest = embed_images(encoder, paths[:1], ["photo.png"], _cfg("embed.crop=true", "embed.combine=gate",
-                                                                   "embed.turns=[0,180]", "embed.max_paintings=1"))
+                                                                   "embed.turns=[0,180]"))  # the default: 1
     np.testing.assert_allclose(largest.views[0, 2], plain.vectors[1], atol=1e-5)
 
 
