@@ -50,7 +50,8 @@ class EmbedConfig:
     combine: str = "mean"
     # A cosine margin, or "auto": median + 6 robust standard deviations of the pool's own gains.
     gate_margin: str = "auto"
-    precision: str = "fp32"
+    # fp32, bf16, or auto: bf16 where the device runs it natively (core.embed.resolve_precision).
+    precision: str = "auto"
     device: str = "auto"
     progress: bool = True
 

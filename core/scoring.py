@@ -85,7 +85,7 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
     """Hit@k of the synthetic photos, each ranked against ``emb`` (rows = its sources) and each other.
 
     With ``post``, the photos join the pool (files ``pool_paths``) before its steps, as any image would,
-    and ``raw`` holds the Hit@k and mAP before the steps.
+    and ``raw`` holds the Hit@k and mAP before the steps (overall and per condition).
     """
     syn = embed_images(encoder, queries.paths, queries.names, embed_cfg, desc="embed synthetic")
     if save_to is not None:
@@ -96,7 +96,9 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
     targets = [[s] for s in queries.sources]
     raw = None
     if post is not None and post.active:
-        raw = headline(summarize(target_ranks(joint.vectors, rows, targets)))
+        raw_ranks = target_ranks(joint.vectors, rows, targets)
+        raw = {**headline(summarize(raw_ranks)),
+               "conditions": {c: headline(f) for c, f in by_condition(raw_ranks, queries.conditions).items()}}
         joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
     ranks = target_ranks(joint.vectors, rows, targets)
     return {**summarize(ranks), **({"raw": raw} if raw else {}), "conditions": by_condition(ranks, queries.conditions),

@@ -103,8 +103,9 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: str = "1"
     strategy: str = "auto"
-    # Lightning precision: "bf16-mixed" (CPU and recent GPUs), "16-mixed", "32-true".
-    precision: str = "bf16-mixed"
+    # Lightning precision ("bf16-mixed", "16-mixed", "32-true"), or "auto": bf16-mixed where the
+    # accelerator runs bf16 natively, else 32-true (emulated bf16 trains several times slower).
+    precision: str = "auto"
     log_every_n_steps: int = 10
 
 

@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
+from core.embed import native_bf16
 from core.errors import MissingInputError
 from core.recipe import to_dict
 from core.runs import RunDir
@@ -38,6 +39,15 @@ def quiet_known_warnings() -> Iterator[None]:
         yield
 
 
+def trainer_precision(precision: str, accelerator: str) -> str:
+    """Lightning's precision for ``trainer.precision``: ``auto`` is bf16-mixed where the accelerator
+    runs bf16 natively (``core.embed.native_bf16``), else 32-true."""
+    if precision != "auto":
+        return precision
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if native_bf16(torch.device("cuda" if gpu else "cpu")) else "32-true"
+
+
 def make_trainer(recipe, run: RunDir, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A Trainer as the recipe's ``trainer`` and ``train`` sections say, logging and checkpointing in ``run``."""
     t = recipe.trainer
@@ -46,7 +56,8 @@ def make_trainer(recipe, run: RunDir, callbacks: list[pl.Callback]) -> pl.Traine
     strategy = "ddp_find_unused_parameters_true" if t.strategy == "ddp" else t.strategy
     return pl.Trainer(
         max_epochs=int(recipe.train.epochs), accelerator=t.accelerator, devices=devices, strategy=strategy,
-        precision=t.precision, default_root_dir=run.path, log_every_n_steps=int(t.log_every_n_steps),
+        precision=trainer_precision(t.precision, t.accelerator), default_root_dir=run.path,
+        log_every_n_steps=int(t.log_every_n_steps),
         # logs/version_N/metrics.csv: a resumed run starts a new version instead of deleting the old.
         logger=CSVLogger(run.path, name="logs"), gradient_clip_val=float(recipe.train.clip_grad) or None,
         callbacks=[*callbacks, ModelCheckpoint(dirpath=run.path / "checkpoints", save_last="link", save_top_k=1),

@@ -4,12 +4,15 @@ import pytest
 import torch
 from PIL import Image
 
+import core.embed
+import ssl.training
 from core.backbone import EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, embed_variants, scale_sizes
+from core.embed import Embeddings, embed_images, embed_variants, resolve_precision, scale_sizes
 from core.errors import ImageDecodeError, RecipeError
 from core.images import decode_image, list_images
 from core.preprocess import eval_transform
 from core.recipe import load_recipe
+from ssl.training import trainer_precision
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +152,14 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(back.norms, emb.norms)
     with pytest.raises(ValueError, match="not finite"):
         Embeddings(["a"], np.array([[np.nan, 0]], np.float32), np.ones(1, np.float32))
+
+
+def test_auto_precision_is_bf16_only_where_native(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    for native in (False, True):
+        for module in (core.embed, ssl.training):
+            monkeypatch.setattr(module, "native_bf16", lambda dev, native=native: native)
+        assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+        assert trainer_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert trainer_precision("32-true", "cpu") == "32-true"
