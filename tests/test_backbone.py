@@ -28,6 +28,16 @@ def test_cls_is_the_class_token_and_gem_ignores_it():
     torch.testing.assert_close(encoder.pool(feats, "gem"), patches.pow(3).mean(1).pow(1 / 3))
 
 
+@pytest.mark.parametrize("arch,side", [("vit_small_patch14_reg4_dinov2", 56), ("vit_small_patch16_dinov3", 64)])
+def test_bigger_families_build_and_pool_past_their_register_tokens(arch, side):
+    # The families README's "Bigger backbones" lists: registers are prefix tokens, which GeM must skip.
+    encoder = build_encoder(EncoderSpec(arch=arch, pooling="gem", img_size=side))
+    assert encoder.model.num_prefix_tokens == 5 and encoder.dim == 384
+    x = torch.randn(2, 3, side, side)
+    patches = encoder.model.forward_features(x)[:, 5:].clamp(min=1e-6)
+    torch.testing.assert_close(encoder(x), patches.pow(3).mean(1).pow(1 / 3))
+
+
 def test_input_settings_from_pretrained_config():
     encoder = build_encoder(EncoderSpec(arch="test_vit"))
     cfg = timm.get_pretrained_cfg("test_vit")
