@@ -25,7 +25,8 @@ class ViewsConfig:
     # Images are shrunk to this longer side before augmenting (speed; views are far smaller).
     max_side: int = 448
     # A visitor photo's chance of a quarter turn (180 > 270 > 90, as in the competition's queries)
-    # and of a 2-10 degree tilt inside pale padding. Off until measured to help after whitening.
+    # and of a 2-10 degree tilt inside pale padding. Off: at the stage-1 budget they taught no turns
+    # (README, "Turned and framed photos"; benchmarks/train_views.sh).
     turn_p: float = 0.0
     padding_p: float = 0.0
 
