@@ -11,9 +11,9 @@ Steps run in the order of ``post.steps``:
   as it is. Saved as ``whiten.npz`` so it can be re-applied (``post.whiten.load``).
 - ``learned_whiten``: whitening learned from pseudo pairs (Radenović, Tolias, Chum 2018): the pool's
   mutual nearest neighbours after PCA whitening, with a cosine above chance (optionally verified
-  geometrically), are taken for matches, and the map whitens their differences, blended with the pool's covariance by
-  ``shrinkage`` (1: PCA whitening again), then optionally keeps the ``dim`` directions along which
-  the pool varies most. Saved as ``learned_whiten.npz``; ``post.whiten.load`` re-applies it.
+  geometrically), are taken for matches, and the map whitens their differences, blended with the
+  pool's covariance by ``shrinkage`` (1: PCA whitening again), then optionally keeps the ``dim``
+  directions along which the pool varies most. Saved as ``learned_whiten.npz``; ``post.whiten.load`` re-applies it.
 - ``dba``: database-side augmentation: each embedding becomes the similarity^alpha-weighted mean
   of itself and its k nearest neighbours.
 - ``qe``: alpha query expansion. Where every image is both query and database item, it is the same
@@ -56,6 +56,11 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def _floored(eigval: np.ndarray) -> np.ndarray:
+    """Eigenvalues with a floor that keeps directions of (numerically) zero variance from blowing up."""
+    return np.maximum(eigval, eigval.max() * 1e-9 + 1e-12)
+
+
 @dataclass
 class Whitening:
     """x -> (x - mean) @ projection, then L2-normalised."""
@@ -75,8 +80,7 @@ class Whitening:
         order = np.argsort(eigval)[::-1]
         eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
         eigval = (1 - shrinkage) * eigval + shrinkage * eigval.mean()
-        # A floor keeps directions of (numerically) zero variance from blowing up.
-        scale = np.maximum(eigval, eigval.max() * 1e-9 + 1e-12) ** -power
+        scale = _floored(eigval) ** -power
         if dim is None:
             projection = (eigvec * scale) @ eigvec.T  # ZCA: whiten, then rotate back
         else:
@@ -113,7 +117,7 @@ class Whitening:
             within = diff.T @ diff / len(diff)
             cov += (1 - shrinkage) * within / max(np.trace(within), 1e-12)
         eigval, eigvec = np.linalg.eigh(cov)
-        projection = (eigvec * np.maximum(eigval, eigval.max() * 1e-9 + 1e-12) ** -0.5) @ eigvec.T
+        projection = (eigvec * _floored(eigval) ** -0.5) @ eigvec.T
         if dim is not None:
             whitened = (x - mean) @ projection
             _, rotation = np.linalg.eigh(np.cov(whitened, rowvar=False))
