@@ -12,7 +12,10 @@ sample of pool images, seconds per 1,000 images of embedding with each option's 
     python -m eval recipes/submission.yaml data.labeled=[../shared/data/mcv-museum] \\
         data.distractors=[DISTRACTORS] embed.precision=fp32 embed.turns=[0,90,180,270] \\
         embed.crop=true embed.combine=gate run_dir=RUN
-    CURATOR_SHARED=../shared python -m benchmarks.query_views RUN [RUN ...] [--timing-images 48]
+    CURATOR_SHARED=../shared python -m benchmarks.query_views RUN [RUN ...] [--timing-images 48] \\
+        [--set 'post.steps=[learned_whiten]' ...]
+
+``--set`` overrides the runs' recipes (e.g. the post steps) before any option is derived.
 """
 
 from __future__ import annotations
@@ -70,10 +73,10 @@ def synthetic_hits(vectors: np.ndarray, n_pool: int, targets: list[int], conditi
             **{f"{prefix}{c}": f["hit@3"] for c, f in by_condition(ranks, conditions).items()}}
 
 
-def benchmark(run: Path, timing_images: int) -> pd.DataFrame:
+def benchmark(run: Path, timing_images: int, overrides: list[str] = ()) -> pd.DataFrame:
     """One row per option the run's kept views can derive (the others are skipped, said so)."""
     recipe_file = run / "recipe.yaml"
-    pool = recipe_pool(load_recipe(recipe_file))
+    pool = recipe_pool(load_recipe(recipe_file, list(overrides)))
     emb = Embeddings.load(run / "embeddings")
     syn, syn_targets, conditions = load_synthetic(run, emb)
     if emb.views is None or syn.views is None:
@@ -85,8 +88,8 @@ def benchmark(run: Path, timing_images: int) -> pd.DataFrame:
     print(f"{run}: {len(conditions)} synthetic photos; per condition: "
           + ", ".join(f"{c} {n}" for c, n in counts.items() if n), flush=True)
     rows = []
-    for label, overrides in OPTIONS.items():
-        recipe = load_recipe(recipe_file, [*PLAIN, *overrides])
+    for label, option in OPTIONS.items():
+        recipe = load_recipe(recipe_file, [*overrides, *PLAIN, *option])
         missing = sorted(set(recipe_views(recipe.embed)) - set(emb.view_names))
         if missing:
             print(f"{label:<30} skipped: {run} lacks the views {missing}")
@@ -105,7 +108,8 @@ def benchmark(run: Path, timing_images: int) -> pd.DataFrame:
                **synthetic_hits(joint.vectors, len(emb), syn_targets, conditions, prefix="raw "),
                "gate s": round(gate_s, 2)}
         if len(sample):
-            row["s/1000 img"] = round(seconds_per_1000(recipe_file, [*PLAIN, *overrides], [paths[i] for i in sample],
+            row["s/1000 img"] = round(seconds_per_1000(recipe_file, [*overrides, *PLAIN, *option],
+                                                       [paths[i] for i in sample],
                                                        [emb.names[i] for i in sample]), 1)
         rows.append(row)
         print(f"{label:<30} mcv {row['mcv overall']:.3f}  synthetic {row['synthetic']:.3f} "
@@ -118,9 +122,11 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="eval runs that kept their views (one per encoder)")
     parser.add_argument("--timing-images", type=int, default=48,
                         help="pool images embedded with each option to time it (default: 48; 0: no timing)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="recipe overrides for every run, e.g. 'post.steps=[learned_whiten]'")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/query_views.csv"))
     args = parser.parse_args()
-    table = pd.concat([benchmark(run, args.timing_images) for run in args.runs], ignore_index=True)
+    table = pd.concat([benchmark(run, args.timing_images, args.overrides) for run in args.runs], ignore_index=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     conditions = [c for c in CONDITIONS if c in table.columns]
