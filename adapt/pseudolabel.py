@@ -1,11 +1,13 @@
-"""python -m adapt.pseudolabel [RECIPE.yaml] [key=value ...]
+"""python -m adapt.pseudolabel [RECIPE.yaml] [key=value ...] | --resume RUN_DIR
 
 Stage 2: rounds of mine -> refine. Each round embeds the whole pool with the current model, mines
 mutual-nearest-neighbour pairs and filters them (adapt/mining.py), writes them with their scores to
 RUN/roundN/pairs.csv, and refines the model contrastively on the kept pairs (adapt/refine.py). The
 start is ``model.weights``: zero-shot weights, an encoder file, or a stage-1 run directory. With a
 labeled set in the pool, every round reports the precision and recall of its pairs and Hit@k of the
-whole pool before and after. With no data given it runs on the sample museum.
+whole pool before and after. With no data given it runs on the sample museum. ``--resume`` keeps
+the rounds that finished, continues an interrupted round from its last epoch checkpoint (its pairs
+are mined again from the same model, so they are the same) and runs the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from core.images import make_reader
 from core.metrics import HITS_LABEL, format_hits
 from core.pool import Pool, recipe_pool
 from core.post import PostProcessor
-from core.recipe import parse_cli, to_dict
+from core.recipe import cli_parser, resumable_recipe, to_dict
 from core.runs import RunDir
 from core.scoring import labeled_scores, post_applied
 from core.tuning import configure_tuning
@@ -68,9 +70,13 @@ def _pool_scores(recipe: DictConfig, pool: Pool, emb) -> dict | None:
     return labeled_scores(pool, emb, post_applied(PostProcessor(recipe), emb, pool.paths_of(emb.names)))[1]
 
 
-def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, verifier: Verifier | None) -> dict:
+def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, verifier: Verifier | None,
+           resume: bool, callbacks: tuple[pl.Callback, ...]) -> dict:
     started = time.perf_counter()
+    # Each round draws from its own seed, so a resumed run's round n is the uninterrupted run's.
+    pl.seed_everything(int(recipe.seed) + n - 1, workers=True, verbose=False)
     sub = OmegaConf.merge(recipe, {"run_dir": str(run.path / f"round{n}"), "model": {"weights": weights}})
+    resume = resume and (run.path / f"round{n}" / "checkpoints" / "last.ckpt").is_file()
     round_run = RunDir.create(sub, "refine")
     encoder, emb = _full_pool(recipe, pool, weights, f"round {n}: embed pool")
     paths = pool.paths_of(emb.names)
@@ -96,8 +102,8 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
                               make_reader(sub.data, int(sub.views.max_side)),
                               view_maker(sub, encoder.spec.mean, encoder.spec.std), int(sub.seed))
     monitor = EvalMonitor(sub, round_run, pool)
-    _, images = fit(sub, round_run, module, dataset, [monitor])
-    summary = finish(sub, round_run, module, monitor.history, started, images, resumed=False)
+    _, images = fit(sub, round_run, module, dataset, [monitor, *callbacks], resume)
+    summary = finish(sub, round_run, module, monitor.history, started, images, resumed=resume)
     record.update({"encoder": summary["encoder"], "refined": True, "monitor_before": summary["first"],
                    "monitor_after": summary["last"], "time_s": round(time.perf_counter() - started, 1)})
     log.info("round %d: %d pairs kept of %d candidates%s", n, len(kept), len(table),
@@ -106,23 +112,30 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
     return record
 
 
-def pseudolabel(recipe: DictConfig) -> dict:
-    """Run ``recipe.rounds`` rounds of mine -> refine; write RUN/metrics.json and metrics.jsonl."""
+def pseudolabel(recipe: DictConfig, resume: bool = False, callbacks: tuple[pl.Callback, ...] = ()) -> dict:
+    """Run ``recipe.rounds`` rounds of mine -> refine; write RUN/metrics.json and metrics.jsonl.
+
+    ``resume``: keep the rounds RUN/metrics.jsonl records as finished and go on from there (an
+    interrupted round from its last checkpoint). ``callbacks``: extra Lightning callbacks for every round.
+    """
     started = time.perf_counter()
     run = RunDir.create(recipe, "pseudolabel")
     with run.logging_to_file(), quiet_known_warnings():
-        pl.seed_everything(int(recipe.seed), workers=True, verbose=False)
         pool = recipe_pool(recipe)
         weights = _start_weights(str(recipe.model.weights))
         verifier = Verifier(max_side=int(recipe.mining.verify_max_side)) if recipe.mining.verify else None
-        rounds = []
-        for n in range(1, int(recipe.rounds) + 1):
-            record = _round(recipe, run, pool, weights, n, verifier)
+        rounds = run.read_metrics_lines() if resume else []
+        run.write_metrics_lines(rounds)
+        if rounds:
+            weights = rounds[-1]["encoder"]
+            log.info("resuming after round %d of %d (%s)", len(rounds), recipe.rounds, weights)
+        for n in range(len(rounds) + 1, int(recipe.rounds) + 1):
+            if rounds and not rounds[-1]["refined"]:
+                break
+            record = _round(recipe, run, pool, weights, n, verifier, resume, callbacks)
             run.append_metrics_line(record)
             rounds.append(record)
             weights = record["encoder"]
-            if not record["refined"]:
-                break
         if rounds[-1]["refined"]:
             _, emb = _full_pool(recipe, pool, weights, "final model: embed pool")
             after = _pool_scores(recipe, pool, emb)
@@ -165,9 +178,11 @@ def _format(summary: dict) -> str:
 
 @command_line
 def main(argv: list[str]) -> int:
-    args = argv if argv and "=" not in argv[0] else [str(DEFAULT_RECIPE), *argv]
-    recipe = parse_cli(args, "python -m adapt.pseudolabel", __doc__.strip().split("\n")[0], schema=PseudolabelRecipe)
-    summary = pseudolabel(recipe)
+    parser = cli_parser("python -m adapt.pseudolabel", __doc__.strip().split("\n\n")[1].split("\n")[0])
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR, with its recipe")
+    args = parser.parse_args(argv)
+    recipe = resumable_recipe(args.args, args.resume, PseudolabelRecipe, DEFAULT_RECIPE, "adapt.pseudolabel")
+    summary = pseudolabel(recipe, resume=bool(args.resume))
     print(_format(summary))
     return 0
 

@@ -22,7 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from core.backbone import POOLINGS, ModelConfig
 from core.embed import COMBINES, PRECISIONS, TURNS
-from core.errors import RecipeError
+from core.errors import MissingInputError, RecipeError
 from core.post import POST_STEPS
 from core.preprocess import RESIZE_POLICIES
 from core.synthetic import STYLES as SYNTHETIC_STYLES
@@ -175,6 +175,10 @@ class Recipe:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     post: PostConfig = field(default_factory=PostConfig)
 
+    @staticmethod
+    def validate(cfg: DictConfig) -> None:
+        _choices_check(cfg)
+
 
 def _valid_keys(schema: type, prefix: str = "") -> list[str]:
     instance = schema()
@@ -286,8 +290,8 @@ def _compose(path: Path, below: tuple[Path, ...] = ()) -> DictConfig:
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                schema: type = Recipe) -> DictConfig:
-    """Merge ``schema`` defaults, the YAML file at ``path`` and ``key=value`` overrides.
+                schema: type = Recipe, over: dict | None = None) -> DictConfig:
+    """Merge ``schema`` defaults, the YAML file at ``path``, the mapping ``over`` and ``key=value`` overrides.
 
     Interpolations such as ``${oc.env:CURATOR_SHARED,../shared}`` are resolved at the end, so the
     returned config holds plain values. Every class of the schema that defines a ``validate(cfg)``
@@ -302,6 +306,9 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
             if not path.is_file():
                 raise RecipeError(f"recipe file not found: {path}")
             cfg = OmegaConf.merge(cfg, _compose(path))
+        if over:
+            where = f"{where} with {over}"
+            cfg = OmegaConf.merge(cfg, over)
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise RecipeError(f"overrides must look like key=value, got {bad}")
@@ -315,7 +322,6 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
         ) from None
     except OmegaConfBaseException as e:
         raise RecipeError(f"invalid recipe value in {where}: {e.msg if hasattr(e, 'msg') else e}") from None
-    _choices_check(cfg)
     for cls in reversed(schema.__mro__):
         if "validate" in vars(cls):
             cls.validate(cfg)
@@ -331,6 +337,18 @@ def to_dict(cfg: DictConfig) -> dict:
 
 
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+
+
+def resumable_recipe(args: list[str], resume: str | None, schema: type, default: str | Path, command: str
+                     ) -> DictConfig:
+    """``--resume RUN_DIR``: the run's recipe snapshot with the key=value overrides of ``args`` (a
+    MissingInputError if the folder has no snapshot); else :func:`recipe_from_args`."""
+    if not resume:
+        return recipe_from_args(args, schema=schema, default=default)
+    snapshot = Path(resume) / "recipe.yaml"
+    if not snapshot.is_file():
+        raise MissingInputError(f"{snapshot} not found. Fix: --resume takes a run directory of python -m {command}")
+    return load_recipe(snapshot, [*(a for a in args if "=" in a), f"run_dir={resume}"], schema)
 
 
 def cli_parser(prog: str, description: str, accept_model_file: bool = False) -> argparse.ArgumentParser:

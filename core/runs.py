@@ -27,8 +27,8 @@ from core.recipe import to_yaml
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # What wrote a run: python -m eval, eval.submit, ssl.pretrain, one round of adapt.pseudolabel, the
-# whole adapt.pseudolabel. Readers (eval.compare) choose how to read a run by it.
-KINDS = ("evaluate", "submit", "pretrain", "refine", "pseudolabel")
+# whole adapt.pseudolabel, eval.chain. Readers (eval.compare) choose how to read a run by it.
+KINDS = ("evaluate", "submit", "pretrain", "refine", "pseudolabel", "chain")
 # The layout of metrics.json. 2: "kind" and "schema" recorded; runs without them are layout 1.
 METRICS_SCHEMA = 2
 

@@ -19,11 +19,11 @@ import torch
 
 from core.backbone import Encoder, EncoderSpec, build_encoder
 from core.embed import embed_images
-from core.errors import MissingInputError, command_line
+from core.errors import command_line
 from core.images import make_reader
 from core.metrics import HITS_LABEL, format_hits
 from core.pool import Pool, recipe_pool
-from core.recipe import cli_parser, load_recipe, recipe_from_args
+from core.recipe import cli_parser, resumable_recipe
 from core.runs import RunDir
 from core.tuning import configure_tuning
 from ssl.augment import view_maker
@@ -100,14 +100,7 @@ def main(argv: list[str]) -> int:
                         help="continue an interrupted run from RUN_DIR/checkpoints/last.ckpt, with its recipe")
     args = parser.parse_args(argv)
     torch.set_float32_matmul_precision("high")
-    if args.resume:
-        snapshot = Path(args.resume) / "recipe.yaml"
-        if not snapshot.is_file():
-            raise MissingInputError(f"{snapshot} not found. Fix: --resume takes a run directory of ssl.pretrain")
-        overrides = [a for a in args.args if "=" in a]
-        recipe = load_recipe(snapshot, [*overrides, f"run_dir={args.resume}"], PretrainRecipe)
-    else:
-        recipe = recipe_from_args(args.args, schema=PretrainRecipe, default=DEFAULT_RECIPE)
+    recipe = resumable_recipe(args.args, args.resume, PretrainRecipe, DEFAULT_RECIPE, "ssl.pretrain")
     summary = pretrain(recipe, resume=bool(args.resume))
     if summary:
         print(_format(summary))

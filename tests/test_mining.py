@@ -4,8 +4,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
+import torch
 
+from adapt.config import PseudolabelRecipe
 from adapt.mining import MiningConfig, accounting, mine_pairs
+from adapt.pseudolabel import DEFAULT_RECIPE, pseudolabel
+from core.backbone import load_encoder
+from core.recipe import load_recipe
 from tests.conftest import run_cli
 
 
@@ -98,3 +104,41 @@ def test_accounting_separates_pairs_the_labels_cannot_judge():
     assert acc["precision"] == pytest.approx(1 / 3) and acc["labeled_precision"] == 0.5
     assert acc["recall"] == pytest.approx(1 / 5)
     assert "kept_unjudged" not in accounting(table, {(0, 5)})
+
+
+class Interrupt(pl.Callback):
+    """Raises at the second epoch of the second round (each round's fit starts at epoch 0)."""
+
+    def __init__(self):
+        self.fits = 0
+
+    def on_train_start(self, trainer, pl_module):
+        self.fits += 1
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.fits == 2 and trainer.current_epoch == 1:
+            raise RuntimeError("power cut")
+
+
+def test_an_interrupted_run_resumes_mid_round_and_ends_where_the_uninterrupted_run_ends(tmp_path, sample_root):
+    # Data-loader workers as the shipped recipes have them.
+    tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
+            "views.max_side=96", "train.batch_size=4", "train.num_workers=2", "embed.num_workers=0",
+            "embed.progress=false", "synthetic.num_queries=5", "trainer.precision=32-true", "train.epochs=2",
+            "train.head_warmup_epochs=0", "mining.verify=false", "mining.min_similarity=0.0", "rounds=2",
+            f"data.labeled=[{sample_root}]"]
+    straight = pseudolabel(load_recipe(DEFAULT_RECIPE, [*tiny, f"run_dir={tmp_path / 'a'}"], PseudolabelRecipe))
+    with pytest.raises(RuntimeError, match="power cut"):
+        pseudolabel(load_recipe(DEFAULT_RECIPE, [*tiny, f"run_dir={tmp_path / 'b'}"], PseudolabelRecipe),
+                    callbacks=(Interrupt(),))
+    run = tmp_path / "b"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (run / "round2" / "checkpoints" / "last.ckpt").is_file() and not (run / "round2" / "encoder.pt").exists()
+    result = run_cli("adapt.pseudolabel", "--resume", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert straight["encoder"] == str(tmp_path / "a" / "round2" / "encoder.pt")
+    a = load_encoder(straight["encoder"]).state_dict()
+    b = load_encoder(run / "round2" / "encoder.pt").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rounds = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2] and rounds[1]["mining"] == straight["rounds"][1]["mining"]

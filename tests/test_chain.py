@@ -1,0 +1,104 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, run_cli
+
+from core.backbone import load_encoder
+from eval.submit import validate_submission
+
+TRAIN = ("train.epochs=1, train.head_warmup_epochs=0, train.warmup_epochs=0, views.global_size=32, "
+         "views.max_side=96, train.batch_size=8, train.num_workers=0, trainer.precision=32-true, "
+         "monitor.pool_size=60, synthetic.num_queries=10, embed.num_workers=0, embed.progress=false, "
+         "embed.precision=fp32")
+
+
+def tiny_chain(folder: Path) -> Path:
+    """recipes/chain.yaml with a tiny random model, one short epoch per stage, the sample museum in ``folder``."""
+    path = folder / "tiny-chain.yaml"
+    path.write_text(f"""defaults: [{ROOT / 'recipes' / 'chain'}]
+model: {{arch: test_vit, weights: none, img_size: 32}}
+data: {{sample_dir: {folder / 'museum'}}}
+stages:
+  pretrain:
+    overrides: [{TRAIN}, train.images_per_epoch=32]
+  pseudolabel:
+    overrides: [{TRAIN}, rounds=2, mining.verify=false]
+  submit:
+    overrides: [embed.num_workers=0, embed.progress=false, embed.precision=fp32]
+""")
+    return path
+
+
+def _mtimes(run: Path) -> dict[str, float]:
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("encoder.pt")}
+
+
+def test_the_chain_runs_every_stage_then_keeps_them_and_resumes_an_interrupted_one(tmp_path):
+    recipe, run = tiny_chain(tmp_path), tmp_path / "run"
+    first = run_cli("eval.chain", str(recipe), f"run_dir={run}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    for line in ("zero-shot", "stage 1 (pretrain)", "stage 2 (pseudolabel, 2 rounds)", "submission:"):
+        assert line in first.stdout
+    # No data given: the stages train on the sample museum, the submission covers all its images.
+    images = sorted(p.relative_to(tmp_path / "museum" / "images").as_posix()
+                    for p in (tmp_path / "museum" / "images").rglob("*") if p.is_file())
+    assert validate_submission(run / "submission.csv", expected_names=images)["rows"] == len(images)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["kind"] == "chain" and summary["encoder"] == str(run / "pseudolabel" / "round2" / "encoder.pt")
+    assert [r["model"] for r in summary["figures"]][0] == "zero-shot"
+    made, submitted = _mtimes(run), (run / "submission.csv").read_bytes()
+
+    again = run_cli("eval.chain", str(recipe), f"run_dir={run}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished before, kept") == 3
+    assert _mtimes(run) == made and (run / "submission.csv").read_bytes() == submitted
+
+    # Stage 2 interrupted after its first round (its summary and round 2 never written), the
+    # submission never made: the chain keeps stage 1 and round 1 and makes the rest again.
+    final = load_encoder(run / "pseudolabel" / "round2" / "encoder.pt").state_dict()
+    (run / "pseudolabel" / "metrics.json").unlink()
+    lines = (run / "pseudolabel" / "metrics.jsonl").read_text().splitlines()
+    (run / "pseudolabel" / "metrics.jsonl").write_text(lines[0] + "\n")
+    shutil.rmtree(run / "pseudolabel" / "round2")
+    (run / "submit" / "metrics.json").unlink()
+    (run / "submission.csv").unlink()
+    resumed = run_cli("eval.chain", str(recipe), f"run_dir={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "pretrain: finished before, kept" in resumed.stdout and "pseudolabel: resuming" in resumed.stdout
+    after = _mtimes(run)
+    assert {k: after[k] for k in ("pretrain/encoder.pt", "pseudolabel/round1/encoder.pt")} == \
+           {k: made[k] for k in ("pretrain/encoder.pt", "pseudolabel/round1/encoder.pt")}
+    again = load_encoder(run / "pseudolabel" / "round2" / "encoder.pt").state_dict()
+    assert all(torch.equal(final[k], again[k]) for k in final)
+    assert (run / "submission.csv").read_bytes() == submitted
+
+
+def test_a_changed_recipe_or_a_bad_output_is_refused_before_any_work(tmp_path):
+    recipe, run = tiny_chain(tmp_path), tmp_path / "run"
+    (run / "pretrain").mkdir(parents=True)
+    (run / "pretrain" / "recipe.yaml").write_text("seed: 5\n")
+    result = run_cli("eval.chain", str(recipe), f"run_dir={run}")
+    assert result.returncode == 2 and "made with another recipe" in result.stderr and "Fix:" in result.stderr
+    assert "Traceback" not in result.stderr and not (run / "recipe.yaml").exists()
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("eval.chain", str(recipe), f"run_dir={tmp_path / 'other'}", f"submission={blocker / 'sub.csv'}")
+    assert result.returncode == 2 and "submission" in result.stderr and not (tmp_path / "other").exists()
+
+    result = run_cli("eval.chain", str(recipe), f"data.labeled=[{tmp_path / 'museum'}]")
+    assert result.returncode == 2 and "data.root" in result.stderr
+
+    result = run_cli("eval.chain", str(recipe), "stages.pretrain.recipe=nope.yaml")
+    assert result.returncode == 2 and "stages.pretrain.recipe=nope.yaml not found" in result.stderr
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "submit"])
+def test_a_stage_can_be_left_out(tmp_path, stage):
+    recipe, run = tiny_chain(tmp_path), tmp_path / "run"
+    result = run_cli("eval.chain", str(recipe), f"run_dir={run}", f"stages.{stage}.recipe=null")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (run / stage).exists() and (run / "submission.csv").is_file() == (stage != "submit")
