@@ -62,14 +62,14 @@ def turned_photos(run: Path, syn_names: list[str], conditions: list[list[str]], 
     return paths
 
 
-def embed_turn(run: Path, recipe, names: list[str], conditions: list[list[str]], turn: int) -> Embeddings:
-    """The turned photos' embeddings with every view the run kept (cached in ``RUN/turned/``)."""
+def embed_turn(run: Path, recipe, paths: list[Path], turn: int) -> Embeddings:
+    """The photos turned ``turn`` (files ``paths``) embedded with every view the run kept (cached in
+    ``RUN/turned/``)."""
     folder = run / "turned" / f"embeddings_rot{turn}"
     if Embeddings.saved_in(folder):
         return Embeddings.load(folder)
-    paths = turned_photos(run, names, conditions, turn)
     encoder = build_encoder(EncoderSpec.from_config(recipe.model))
-    emb = embed_images(encoder, paths, [f"turned/rot{turn}/{Path(n).stem}" for n in names], recipe.embed,
+    emb = embed_images(encoder, paths, [f"turned/rot{turn}/{p.stem}" for p in paths], recipe.embed,
                        reader=recipe_reader(recipe, encoder), desc=f"embed photos turned {turn}")
     emb.save(folder)
     return emb
@@ -92,7 +92,8 @@ def benchmark(run: Path, overrides: list[str]) -> pd.DataFrame:
                          "embed.crop=true embed.combine=gate and synthetic.style=queries")
     paths = pool.paths_of(emb.names)
     turns = sorted(QUARTER_TURNS)
-    photos = {t: embed_turn(run, recipe, syn.names, conditions, t) for t in turns}
+    files = {t: turned_photos(run, syn.names, conditions, t) for t in turns}
+    photos = {t: embed_turn(run, recipe, files[t], t) for t in turns}
     print(f"{run}: {len(syn)} synthetic photos, each in turns {turns}; post steps {list(recipe.post.steps)}",
           flush=True)
     rows = []
@@ -104,8 +105,7 @@ def benchmark(run: Path, overrides: list[str]) -> pd.DataFrame:
         found, raw = {}, {}
         for t in turns:
             joint = select_views(Embeddings.concat([emb, photos[t]]), cfg.embed)
-            files = [*paths, *turned_photos(run, syn.names, conditions, t)]
-            found[t] = hits(post.apply(joint, files, save=False).vectors, len(emb), targets)
+            found[t] = hits(post.apply(joint, [*paths, *files[t]], save=False).vectors, len(emb), targets)
             raw[t] = hits(joint.vectors, len(emb), targets)
         worst = min((t for t in turns if t), key=lambda t: found[t].mean())
         row = {"option": label, **{f"rot{t}": found[t].mean() for t in turns},

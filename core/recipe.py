@@ -332,6 +332,19 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
+def flat_keys(tree: dict, prefix: str = "") -> dict:
+    """A nested mapping (a recipe as :func:`to_dict` gives it) as dotted keys.
+
+    >>> flat_keys({"seed": 0, "model": {"arch": "vit", "img_size": 224}})
+    {'seed': 0, 'model.arch': 'vit', 'model.img_size': 224}
+    """
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        out.update(flat_keys(v, f"{key}.") if isinstance(v, dict) else {key: v})
+    return out
+
+
 def to_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 

@@ -28,7 +28,7 @@ from adapt.pseudolabel import pseudolabel
 from core.atomic import check_writable
 from core.errors import RecipeError, command_line
 from core.metrics import HITS_LABEL, format_hits
-from core.recipe import DataConfig, Recipe, cli_parser, load_recipe, recipe_from_args, to_dict
+from core.recipe import DataConfig, Recipe, cli_parser, flat_keys, load_recipe, recipe_from_args, to_dict
 from core.runs import RunDir
 from core.sample import ensure_sample
 from eval.submit import submit
@@ -80,15 +80,14 @@ class ChainRecipe:
                               "stages.submit.recipe=null to stop after training")
 
 
-# The stages in the order they run: (name, schema, run kind).
-STAGES = (("pretrain", PretrainRecipe, "pretrain"), ("pseudolabel", PseudolabelRecipe, "pseudolabel"),
-          ("submit", Recipe, "submit"))
+# The stages in the order they run, each with its recipe schema; a stage's name is the kind of run it writes.
+STAGES = (("pretrain", PretrainRecipe), ("pseudolabel", PseudolabelRecipe), ("submit", Recipe))
 
 
 def resolve_stage_recipes(chain: DictConfig, folder: Path) -> None:
     """Make each stage's recipe an absolute path, or raise: a relative one is looked for in ``folder``
     (the chain recipe's), then among Curator's recipes."""
-    for name, _, _ in STAGES:
+    for name, _ in STAGES:
         stage = chain.stages[name]
         if not stage.recipe:
             continue
@@ -130,8 +129,8 @@ def check_unchanged(recipe: DictConfig, schema: type, folder: Path, ignore: tupl
     snapshot = folder / "recipe.yaml"
     if not snapshot.is_file():
         return
-    before = _flatten(to_dict(load_recipe(snapshot, schema=schema)))
-    now = _flatten(to_dict(recipe))
+    before = flat_keys(to_dict(load_recipe(snapshot, schema=schema)))
+    now = flat_keys(to_dict(recipe))
     differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in ignore)
     if differ:
         shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
@@ -139,23 +138,13 @@ def check_unchanged(recipe: DictConfig, schema: type, folder: Path, ignore: tupl
                           f"Fix: give the chain another run_dir, or delete {folder} to run that stage again")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _finished(folder: Path, kind: str) -> dict | None:
+def _finished(folder: Path, name: str) -> dict | None:
     """The summary a stage wrote when it finished (its metrics.json), or None."""
     path = folder / "metrics.json"
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text(encoding="utf-8"))
-    if kind == "submit" and not Path(metrics.get("submission", "")).is_file():
+    if name == "submit" and not Path(metrics.get("submission", "")).is_file():
         return None  # the file was removed since: write it again
     return metrics
 
@@ -187,20 +176,20 @@ def run_chain(chain: DictConfig) -> dict:
     chain.run_dir = str(run)
     if chain.stages.submit.recipe:
         check_writable(chain.submission or run / "submission.csv", "submission")
-    active = [(n, s, k) for n, s, k in STAGES if chain.stages[n].recipe]
+    active = [(n, s) for n, s in STAGES if chain.stages[n].recipe]
     # Every stage's recipe is composed and checked before the first one starts (the weights a stage
     # starts from are only known once the stage before it has run: they are filled in and compared then).
-    planned = {n: stage_recipe(chain, n, s, run, None) for n, s, _ in active}
-    for name, schema, _ in active:
+    planned = {n: stage_recipe(chain, n, s, run, None) for n, s in active}
+    for name, schema in active:
         check_unchanged(planned[name], schema, run / name, ignore=("model.weights",))
     parent = RunDir.create(chain, "chain")
     weights, summaries = None, {}
-    print(f"chain {run}: {', '.join(n for n, _, _ in active)} (run the same command again to resume)", flush=True)
-    for i, (name, schema, kind) in enumerate(active, 1):
+    print(f"chain {run}: {', '.join(n for n, _ in active)} (run the same command again to resume)", flush=True)
+    for i, (name, schema) in enumerate(active, 1):
         recipe = stage_recipe(chain, name, schema, run, weights) if weights else planned[name]
         folder = run / name
         check_unchanged(recipe, schema, folder)
-        summary = _finished(folder, kind)
+        summary = _finished(folder, name)
         if summary is not None:
             print(f"chain [{i}/{len(active)}] {name}: finished before, kept ({folder})", flush=True)
         else:

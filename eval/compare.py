@@ -24,20 +24,12 @@ from core.atomic import atomic_write_text
 from core.errors import CuratorError, MissingInputError, command_line
 from core.figures import plt, save_png
 from core.metrics import HIT_KEYS
-from core.recipe import Recipe, load_recipe, to_dict
+from core.recipe import Recipe, flat_keys, load_recipe, to_dict
 from core.runs import RunDir
 from ssl.config import PretrainRecipe
 
 # Recipe keys that differ between any two runs by nature, not by choice.
 IGNORED_KEYS = ("run_dir", "name", "submission", "embed.progress")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, f"{key}.") if isinstance(v, dict) else {key: v})
-    return out
 
 
 def _legacy_kind(metrics: dict) -> str:
@@ -111,9 +103,9 @@ def _recipe(path: Path, kind: str) -> dict:
     if not snapshot.is_file():
         return {}
     try:
-        return _flatten(to_dict(load_recipe(snapshot, schema=SCHEMAS[kind])))
+        return flat_keys(to_dict(load_recipe(snapshot, schema=SCHEMAS[kind])))
     except CuratorError:  # a snapshot from an incompatible version: compare what it says
-        return _flatten(OmegaConf.to_container(OmegaConf.load(snapshot)))
+        return flat_keys(OmegaConf.to_container(OmegaConf.load(snapshot)))
 
 
 def compare_runs(paths: list[Path], sort: str = "hit@3") -> pd.DataFrame:
