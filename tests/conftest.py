@@ -30,3 +30,26 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess
     full_env = {**os.environ, "CURATOR_SHARED": str(SHARED), **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=600)
+
+
+TRAIN = ("train.epochs=1, train.head_warmup_epochs=0, train.warmup_epochs=0, views.global_size=32, "
+         "views.max_side=96, train.batch_size=8, train.num_workers=0, trainer.precision=32-true, "
+         "monitor.pool_size=60, synthetic.num_queries=10, embed.num_workers=0, embed.progress=false, "
+         "embed.precision=fp32")
+
+
+def tiny_chain(folder: Path) -> Path:
+    """recipes/chain.yaml with a tiny random model, one short epoch per stage, the sample museum in ``folder``."""
+    path = folder / "tiny-chain.yaml"
+    path.write_text(f"""defaults: [{ROOT / 'recipes' / 'chain'}]
+model: {{arch: test_vit, weights: none, img_size: 32}}
+data: {{sample_dir: {folder / 'museum'}}}
+stages:
+  pretrain:
+    overrides: [{TRAIN}, train.images_per_epoch=32]
+  pseudolabel:
+    overrides: [{TRAIN}, rounds=2, mining.verify=false]
+  submit:
+    overrides: [embed.num_workers=0, embed.progress=false, embed.precision=fp32]
+""")
+    return path
