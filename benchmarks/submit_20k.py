@@ -26,7 +26,7 @@ from eval.submit import validate_submission
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tree_rss_bytes(pid: int) -> int:
+def tree_rss_bytes(pid: int) -> int:
     """Resident memory of ``pid`` and all its descendants (Linux /proc)."""
     total, stack = 0, [pid]
     while stack:
@@ -64,7 +64,7 @@ def main() -> None:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         peak = 0
         while proc.poll() is None:
-            peak = max(peak, _tree_rss_bytes(proc.pid))
+            peak = max(peak, tree_rss_bytes(proc.pid))
             time.sleep(0.1)
         seconds = time.perf_counter() - start
         output = proc.stdout.read()

@@ -183,7 +183,7 @@ def run_chain(chain: DictConfig) -> dict:
     for name, schema in active:
         check_unchanged(planned[name], schema, run / name, ignore=("model.weights",))
     parent = RunDir.create(chain, "chain")
-    weights, summaries = None, {}
+    weights, summaries, seconds = None, {}, {}
     print(f"chain {run}: {', '.join(n for n, _ in active)} (run the same command again to resume)", flush=True)
     for i, (name, schema) in enumerate(active, 1):
         recipe = stage_recipe(chain, name, schema, run, weights) if weights else planned[name]
@@ -198,13 +198,16 @@ def run_chain(chain: DictConfig) -> dict:
                   f"its progress bars give its ETA", flush=True)
             stage_started = time.perf_counter()
             summary = _run(name, recipe, resume)
-            print(f"chain [{i}/{len(active)}] {name}: done in {_duration(time.perf_counter() - stage_started)} "
+            seconds[name] = round(time.perf_counter() - stage_started, 1)
+            print(f"chain [{i}/{len(active)}] {name}: done in {_duration(seconds[name])} "
                   f"(chain so far {_duration(time.perf_counter() - started)})", flush=True)
         summaries[name] = summary
         weights = summary.get("encoder", weights)
     result = {"stages": summaries, "figures": stage_figures(summaries), "encoder": weights,
               "submission": summaries.get("submit", {}).get("submission"),
-              "time_s": round(time.perf_counter() - started, 1), "recipe": to_dict(chain), "run_dir": str(run)}
+              "time_s": round(time.perf_counter() - started, 1),
+              # Seconds of the stages run by this command (a kept stage's time is in its own run).
+              "stage_seconds": seconds, "recipe": to_dict(chain), "run_dir": str(run)}
     parent.write_metrics(result)
     return result
 

@@ -27,11 +27,13 @@ def test_the_chain_runs_every_stage_then_keeps_them_and_resumes_an_interrupted_o
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["kind"] == "chain" and summary["encoder"] == str(run / "pseudolabel" / "round2" / "encoder.pt")
     assert [r["model"] for r in summary["figures"]][0] == "zero-shot"
+    assert set(summary["stage_seconds"]) == {"pretrain", "pseudolabel", "submit"}
     made, submitted = _mtimes(run), (run / "submission.csv").read_bytes()
 
     again = run_cli("eval.chain", str(recipe), f"run_dir={run}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("finished before, kept") == 3
+    assert json.loads((run / "metrics.json").read_text())["stage_seconds"] == {}
     assert _mtimes(run) == made and (run / "submission.csv").read_bytes() == submitted
 
     # Stage 2 interrupted after its first round (its summary and round 2 never written), the
