@@ -129,7 +129,7 @@ def exponent(sizes: list[int], values: list[float]) -> float:
     return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
 
 
-STAGE_LINE = re.compile(r"chain \[\d+/\d+\] (\w+): (starting|resuming|done in)")
+STAGE_LINE = re.compile(r"chain \[\d+/\d+\] (\w+): (starting|done in)")
 
 
 def run_chain(out: Path, size: int, recipe: str, overrides: list[str]) -> list[dict]:
@@ -143,9 +143,8 @@ def run_chain(out: Path, size: int, recipe: str, overrides: list[str]) -> list[d
     print(" ".join(command), flush=True)
     run.mkdir(parents=True, exist_ok=True)
     stage, started, rows = None, {}, {}
-    log = open(run.parent / f"{size}.log", "a")
 
-    def follow(stream) -> None:
+    def follow(stream, log) -> None:
         nonlocal stage
         for line in stream:
             log.write(line)
@@ -154,22 +153,23 @@ def run_chain(out: Path, size: int, recipe: str, overrides: list[str]) -> list[d
                 rows[match[1]]["seconds"] = time.perf_counter() - started[match[1]]
                 stage = None
             elif match:
+                # The row exists before the sampler in the main thread can see its stage.
+                started[match[1]] = time.perf_counter()
+                rows[match[1]] = {"size": size, "stage": match[1], "peak_rss_gb": 0.0}
                 stage = match[1]
-                started[stage] = time.perf_counter()
-                rows[stage] = {"size": size, "stage": stage, "peak_rss_gb": 0.0}
             if match:
                 print(line.rstrip(), flush=True)
 
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    reader = threading.Thread(target=follow, args=(proc.stdout,))
-    reader.start()
-    while proc.poll() is None:
-        current = stage
-        if current is not None:
-            rows[current]["peak_rss_gb"] = max(rows[current]["peak_rss_gb"], tree_rss_bytes(proc.pid) / 2**30)
-        time.sleep(0.5)
-    reader.join()
-    log.close()
+    with open(run.parent / f"{size}.log", "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        reader = threading.Thread(target=follow, args=(proc.stdout, log))
+        reader.start()
+        while proc.poll() is None:
+            current = stage
+            if current is not None:
+                rows[current]["peak_rss_gb"] = max(rows[current]["peak_rss_gb"], tree_rss_bytes(proc.pid) / 2**30)
+            time.sleep(0.5)
+        reader.join()
     if proc.returncode != 0:
         raise SystemExit(f"eval.chain failed on {size} images (exit {proc.returncode}): see {run.parent}/{size}.log")
     for row in rows.values():
