@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def _render(job: tuple[int, int, int, int, Path]) -> None:
     kind, target = _kind(item)
     rng = np.random.default_rng([seed, item])
     if kind == "painting":
-        img = make_painting(rng, min_side, max_side)
+        img = _painting(seed, item, min_side, max_side)
     elif kind == "photo":
         img, _ = simulate_query(_painting(seed, target, min_side, max_side), rng)
         scale = max_side / max(img.shape[:2])  # the frame and padding may take it past max_side
@@ -142,19 +143,18 @@ def run_chain(out: Path, size: int, recipe: str, overrides: list[str]) -> list[d
                f"submission={run / 'submission.csv'}", *overrides]
     print(" ".join(command), flush=True)
     run.mkdir(parents=True, exist_ok=True)
-    stage, started, rows = None, {}, {}
+    stage, rows = None, {}
 
     def follow(stream, log) -> None:
+        """Which stage runs now, from the chain's own lines: the memory samples are charged to it."""
         nonlocal stage
         for line in stream:
             log.write(line)
             match = STAGE_LINE.search(line)
             if match and match[2] == "done in":
-                rows[match[1]]["seconds"] = time.perf_counter() - started[match[1]]
                 stage = None
             elif match:
                 # The row exists before the sampler in the main thread can see its stage.
-                started[match[1]] = time.perf_counter()
                 rows[match[1]] = {"size": size, "stage": match[1], "peak_rss_gb": 0.0}
                 stage = match[1]
             if match:
@@ -172,8 +172,10 @@ def run_chain(out: Path, size: int, recipe: str, overrides: list[str]) -> list[d
         reader.join()
     if proc.returncode != 0:
         raise SystemExit(f"eval.chain failed on {size} images (exit {proc.returncode}): see {run.parent}/{size}.log")
+    seconds = json.loads((run / "metrics.json").read_text())["stage_seconds"]
     for row in rows.values():
-        row["images_per_s"] = size / row["seconds"] if row.get("seconds") else None
+        row["seconds"] = seconds[row["stage"]]
+        row["images_per_s"] = size / row["seconds"]
     return list(rows.values())
 
 
