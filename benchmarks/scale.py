@@ -198,9 +198,9 @@ def chain(out: Path, sizes: list[int], recipe: str, overrides: list[str]) -> Non
         rows += stages + [{"size": size, "stage": "chain", "seconds": total, "images_per_s": size / total,
                            "peak_rss_gb": max(r["peak_rss_gb"] for r in stages),
                            **{k: hits[k] for k in ("hit@1", "hit@3", "hit@10")}}]
-        print(pd.DataFrame(rows).to_string(index=False, float_format="%.3f"), flush=True)
-    table = pd.DataFrame(rows)
-    table.to_csv(out / "scale.csv", index=False)
+        table = pd.DataFrame(rows)
+        table.to_csv(out / "scale.csv", index=False)  # after every size: a long run stopped keeps its rows
+        print(table.to_string(index=False, float_format="%.3f"), flush=True)
     if len(sizes) > 1:
         print("exponent b in seconds ~ images^b:")
         for name, group in table.groupby("stage", sort=False):

@@ -142,3 +142,20 @@ def test_an_interrupted_run_resumes_mid_round_and_ends_where_the_uninterrupted_r
     assert all(torch.equal(a[k], b[k]) for k in a)
     rounds = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2] and rounds[1]["mining"] == straight["rounds"][1]["mining"]
+
+
+def test_an_unlabeled_pool_is_not_embedded_again_after_the_last_round(tmp_path, sample_root, monkeypatch):
+    # Nothing could score the final model on an unlabeled pool: the pass over it would be wasted.
+    import adapt.pseudolabel as stage2
+
+    passes = []
+    full_pool = stage2._full_pool
+    monkeypatch.setattr(stage2, "_full_pool", lambda *a: passes.append(a[3]) or full_pool(*a))
+    tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
+            "views.max_side=96", "train.batch_size=4", "train.num_workers=0", "embed.num_workers=0",
+            "embed.progress=false", "synthetic.num_queries=5", "trainer.precision=32-true", "train.epochs=1",
+            "train.head_warmup_epochs=0", "mining.verify=false", "mining.min_similarity=0.0", "rounds=1",
+            f"data.root={sample_root / 'images'}", f"run_dir={tmp_path / 'pl'}"]
+    summary = pseudolabel(load_recipe(DEFAULT_RECIPE, tiny, PseudolabelRecipe))
+    assert summary["rounds"][0]["refined"] and summary["pool_after"] is None
+    assert passes == ["round 1: embed pool"]
