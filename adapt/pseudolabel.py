@@ -71,7 +71,7 @@ def _pool_scores(recipe: DictConfig, pool: Pool, emb) -> dict | None:
 
 
 def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, verifier: Verifier | None,
-           resume: bool, callbacks: tuple[pl.Callback, ...]) -> dict:
+           trust_unverified: bool | None, resume: bool, callbacks: tuple[pl.Callback, ...]) -> dict:
     started = time.perf_counter()
     # Each round draws from its own seed, so a resumed run's round n is the uninterrupted run's.
     pl.seed_everything(int(recipe.seed) + n - 1, workers=True, verbose=False)
@@ -80,10 +80,11 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
     round_run = RunDir.create(sub, "refine")
     encoder, emb = _full_pool(recipe, pool, weights, f"round {n}: embed pool")
     paths = pool.paths_of(emb.names)
-    table = mine_pairs(emb.vectors, emb.names, paths, recipe.mining, verifier, bool(recipe.embed.progress))
+    table = mine_pairs(emb.vectors, emb.names, paths, recipe.mining, verifier, bool(recipe.embed.progress),
+                       trust_unverified)
     truth = true_pairs(pool, emb.names)
     write_pairs(table, truth, round_run.path / "pairs.csv")
-    mined = accounting(table, truth, labeled_rows(pool, emb.names))
+    mined = {**accounting(table, truth, labeled_rows(pool, emb.names)), **table.attrs}
     kept = table[table["kept"]]
     before = _pool_scores(recipe, pool, emb)
     record = {"round": n, "start": weights, "mining": mined, "pool_before": before}
@@ -132,7 +133,9 @@ def pseudolabel(recipe: DictConfig, resume: bool = False, callbacks: tuple[pl.Ca
         for n in range(len(rounds) + 1, int(recipe.rounds) + 1):
             if rounds and not rounds[-1]["refined"]:
                 break
-            record = _round(recipe, run, pool, weights, n, verifier, resume, callbacks)
+            # Round 1 decides from its candidates whether unverified ones are kept; the rest follow it.
+            trust = rounds[0]["mining"].get("trust_unverified") if rounds else None
+            record = _round(recipe, run, pool, weights, n, verifier, trust, resume, callbacks)
             run.append_metrics_line(record)
             rounds.append(record)
             weights = record["encoder"]
@@ -161,10 +164,12 @@ def _hits(figures: dict | None) -> str:
 
 
 def _format(summary: dict) -> str:
+    # "verified": share of the candidates verification passed (what decides trust_unverified_at).
     # "unjudged": kept pairs of two unlabeled images, counted as wrong by "precision" and left out
     # of "labeled precision".
-    columns = (("kept", "kept", 6), ("kept_wrong", "wrong", 7), ("kept_unjudged", "unjudged", 10),
-               ("precision", "precision", 11), ("labeled_precision", "labeled", 10), ("recall", "recall", 8))
+    columns = (("verified_share", "verified", 10), ("kept", "kept", 6), ("kept_wrong", "wrong", 7),
+               ("kept_unjudged", "unjudged", 10), ("precision", "precision", 11), ("labeled_precision", "labeled", 10),
+               ("recall", "recall", 8))
     header = "".join(f"{label:>{w}}" for _, label, w in columns)
     lines = [f"{'round':<6}{header}   {HITS_LABEL} of the pool before (raw)"]
     for r in summary["rounds"]:

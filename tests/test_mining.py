@@ -57,6 +57,36 @@ def test_margin_and_k_reciprocal_filters():
     assert not knn["kept"].any() and "few shared neighbours" in set(knn["reason"])
 
 
+class Inliers:
+    """Stands in for core.verify.Verifier: the inlier count of each pair of file names."""
+
+    def __init__(self, counts: dict[tuple[str, str], int]):
+        self.counts = counts
+
+    def inliers(self, a: Path, b: Path) -> int:
+        return self.counts.get((a.name, b.name), 0)
+
+
+def test_unverified_candidates_are_kept_only_when_enough_of_them_verify():
+    v = _planted()
+    names = [f"img{i}" for i in range(len(v))]
+    paths = [Path(n) for n in names]
+    # Candidates past the filters: (1, 6) ... (4, 9); verification passes two of the four.
+    verifier = Inliers({("img1", "img6"): 200, ("img2", "img7"): 90})
+
+    def kept(share_needed, **kwargs):
+        cfg = MiningConfig(verify=True, min_inliers=25, trust_unverified_at=share_needed)
+        table = mine_pairs(v, names, paths, cfg, verifier, **kwargs)
+        assert table.attrs["verified_share"] == 0.5
+        return {(int(a), int(b)) for a, b in zip(table.loc[table["kept"], "a"], table.loc[table["kept"], "b"],
+                                                  strict=True)}, table.attrs["trust_unverified"]
+
+    assert kept(None) == ({(1, 6), (2, 7)}, False)  # the default: verified candidates only
+    assert kept(0.6) == ({(1, 6), (2, 7)}, False)
+    assert kept(0.5) == ({(1, 6), (2, 7), (3, 8), (4, 9)}, True)
+    assert kept(0.5, trust_unverified=False) == ({(1, 6), (2, 7)}, False)  # round 1's decision rules later rounds
+
+
 def test_a_round_runs_end_to_end_and_accounts_for_its_pairs(tmp_path, sample_root):
     tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
             "views.max_side=96", "train.batch_size=4", "train.num_workers=0", "embed.num_workers=0",
@@ -144,18 +174,24 @@ def test_an_interrupted_run_resumes_mid_round_and_ends_where_the_uninterrupted_r
     assert [r["round"] for r in rounds] == [1, 2] and rounds[1]["mining"] == straight["rounds"][1]["mining"]
 
 
-def test_an_unlabeled_pool_is_not_embedded_again_after_the_last_round(tmp_path, sample_root, monkeypatch):
-    # Nothing could score the final model on an unlabeled pool: the pass over it would be wasted.
+def test_later_rounds_follow_round_1_on_unverified_pairs_and_an_unlabeled_pool_is_not_embedded_again(
+        tmp_path, sample_root, monkeypatch):
+    # Nothing could score the final model on an unlabeled pool: a pass over it after the last round
+    # would be wasted.
     import adapt.pseudolabel as stage2
 
-    passes = []
-    full_pool = stage2._full_pool
+    passes, trust = [], []
+    full_pool, mine = stage2._full_pool, stage2.mine_pairs
     monkeypatch.setattr(stage2, "_full_pool", lambda *a: passes.append(a[3]) or full_pool(*a))
+    monkeypatch.setattr(stage2, "mine_pairs", lambda *a: trust.append(a[-1]) or mine(*a))
     tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
             "views.max_side=96", "train.batch_size=4", "train.num_workers=0", "embed.num_workers=0",
             "embed.progress=false", "synthetic.num_queries=5", "trainer.precision=32-true", "train.epochs=1",
-            "train.head_warmup_epochs=0", "mining.verify=false", "mining.min_similarity=0.0", "rounds=1",
+            "train.head_warmup_epochs=0", "mining.min_similarity=0.0", "rounds=2", "mining.verify=true",
+            "mining.min_inliers=0", "mining.trust_unverified_at=0.5",
             f"data.root={sample_root / 'images'}", f"run_dir={tmp_path / 'pl'}"]
     summary = pseudolabel(load_recipe(DEFAULT_RECIPE, tiny, PseudolabelRecipe))
-    assert summary["rounds"][0]["refined"] and summary["pool_after"] is None
-    assert passes == ["round 1: embed pool"]
+    assert [r["refined"] for r in summary["rounds"]] == [True, True] and summary["pool_after"] is None
+    assert passes == ["round 1: embed pool", "round 2: embed pool"]
+    assert trust == [None, True]  # round 1 decides (every candidate verifies at min_inliers=0), round 2 follows
+    assert all(r["mining"]["trust_unverified"] and r["mining"]["verified_share"] == 1.0 for r in summary["rounds"])
