@@ -67,6 +67,13 @@ def load_synthetic(run: Path, pool: Embeddings) -> tuple[Embeddings, list[int], 
     return Embeddings.load(folder / "embeddings"), queries.sources, queries.conditions
 
 
+def synthetic_hits(vectors: np.ndarray, n_pool: int, targets: list[int], conditions, prefix: str = "") -> dict:
+    """Synthetic Hit@3 overall and per condition of the photos (rows ``n_pool:``) in ``vectors``."""
+    ranks = target_ranks(vectors, list(range(n_pool, len(vectors))), [[t] for t in targets])
+    return {f"{prefix}synthetic": summarize(ranks)["hit@3"],
+            **{f"{prefix}{c}": f["hit@3"] for c, f in by_condition(ranks, conditions).items()}}
+
+
 def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None, embed: list[str]) -> list[dict]:
     base = load_recipe(run / "recipe.yaml", embed)
     pool = recipe_pool(base)
@@ -106,17 +113,15 @@ def benchmark(run: Path, configs: dict[str, list[str]], concat_with: Path | None
                    "pseudo_pairs": post.learned_pairs}
             if start_syn is not None:
                 joint = post.apply(Embeddings.concat([start, start_syn]), [*paths, *syn_paths], save=False)
-                rows_syn = list(range(len(start), len(joint)))
-                ranks = target_ranks(joint.vectors, rows_syn, [[t] for t in synthetic[1]])
-                row["synthetic_hit@3"] = summarize(ranks)["hit@3"]
-                for condition, figures in by_condition(ranks, synthetic[2]).items():
-                    row[f"syn {condition} hit@3"] = figures["hit@3"]
+                hits = synthetic_hits(joint.vectors, len(start), synthetic[1], synthetic[2], prefix="syn ")
+                row["synthetic_hit@3"] = hits.pop("syn synthetic")
+                row.update(hits)  # Hit@3 per condition: "syn upright", "syn rot90", ...
             rows.append(row)
             print(f"{row['run']:<28}{row['post']:<60}" + " ".join(
                 f"{row[k]:.3f}" for k in HIT_KEYS) +
                 f"  syn {row.get('synthetic_hit@3', float('nan')):.3f}  {row['seconds']:7.2f} s"
                 + (f"  {row['pseudo_pairs']} pseudo pairs" if row["pseudo_pairs"] else ""), flush=True)
-            per_condition = {k[4:-6]: v for k, v in row.items() if k.startswith("syn ") and k.endswith(" hit@3")}
+            per_condition = {k[4:]: v for k, v in row.items() if k.startswith("syn ")}
             if per_condition:
                 shown = ", ".join(f"{c} {v:.3f}" for c, v in per_condition.items())
                 print(f"    synthetic Hit@3 by condition: {shown}")

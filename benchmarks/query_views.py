@@ -27,15 +27,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.postprocess import load_synthetic
+from benchmarks.postprocess import load_synthetic, synthetic_hits
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader, recipe_views, select_views
-from core.metrics import summarize, target_ranks
 from core.photosim import CONDITIONS
 from core.pool import recipe_pool
 from core.post import PostProcessor
 from core.recipe import load_recipe
-from core.scoring import by_condition, labeled_metrics
+from core.scoring import labeled_metrics
 
 TURNS4 = "embed.turns=[0,90,180,270]"
 # The run kept every view; each option starts from the plain embedding and adds its own views.
@@ -64,13 +63,6 @@ def seconds_per_1000(recipe, overrides: list[str], paths: list[Path], names: lis
     start = time.perf_counter()
     embed_images(encoder, paths, names, cfg.embed, reader=recipe_reader(cfg, encoder))
     return (time.perf_counter() - start) * 1000 / len(paths)
-
-
-def synthetic_hits(vectors: np.ndarray, n_pool: int, targets: list[int], conditions, prefix: str = "") -> dict:
-    """Synthetic Hit@3 overall and per condition of the photos (rows ``n_pool:``) in ``vectors``."""
-    ranks = target_ranks(vectors, list(range(n_pool, len(vectors))), [[t] for t in targets])
-    return {f"{prefix}synthetic": summarize(ranks)["hit@3"],
-            **{f"{prefix}{c}": f["hit@3"] for c, f in by_condition(ranks, conditions).items()}}
 
 
 def benchmark(run: Path, timing_images: int, overrides: list[str] = ()) -> pd.DataFrame:
