@@ -9,10 +9,12 @@ images 1 visitor photo made the way the real queries look, 10 procedural paintin
 names shuffled) and OUT/truth.csv (image, kind, target). Every prefix of 20 x n images in generation
 order has the same shape, so ``chain`` runs each size on a folder of links to such a prefix.
 
-``chain`` runs ``python -m eval.chain`` as a user would on each size, samples the resident memory of
-its process tree (loader workers included) every 0.5 s, and prints per stage the seconds, peak
-memory and images/s, the submission's Hit@k on the generated photos, and the exponent b of
-seconds ~ images^b per stage (least squares over the sizes: 1 is linear). Results: OUT/scale.csv.
+``chain`` runs ``python -m eval.chain`` as a user would on each size, samples the memory of
+its process tree (loader workers included; PSS, which splits shared pages among the processes, and
+the RSS sum, which counts them once per process) every 0.5 s, and prints per stage the seconds,
+peak memory and images/s, the submission's Hit@k on the generated photos, and the exponent b of
+seconds ~ images^b per stage (least squares over the sizes: 1 is linear). Results: OUT/scale.csv, which keeps
+the rows of sizes measured by earlier calls (one size per session fits where a session is short).
 
 ``steps`` times, on synthetic embeddings of the backbone's width, the steps that may grow faster than
 linearly: mutual nearest neighbours (stage 2's mining, learned whitening's pairs), the k-NN graph
@@ -38,7 +40,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from benchmarks.submit_20k import tree_rss_bytes
+from benchmarks.submit_20k import tree_memory_bytes
+from core.atomic import atomic_write_text
 from core.metrics import summarize, target_ranks
 from core.photosim import simulate_query
 from core.post import Whitening, pseudo_pairs
@@ -134,7 +137,7 @@ STAGE_LINE = re.compile(r"chain \[\d+/\d+\] (\w+): (starting|done in)")
 
 
 def run_chain(out: Path, size: int, recipe: str, overrides: list[str]) -> list[dict]:
-    """One chain run on the first ``size`` images: per stage seconds, peak tree RSS and images/s."""
+    """One chain run on the first ``size`` images: per stage seconds, peak tree memory and images/s."""
     folder, run = subset(out, size), out / "runs" / str(size)
     if run.exists():
         # eval.chain would keep the finished stages: their time would not be measured again.
@@ -155,7 +158,7 @@ def run_chain(out: Path, size: int, recipe: str, overrides: list[str]) -> list[d
                 stage = None
             elif match:
                 # The row exists before the sampler in the main thread can see its stage.
-                rows[match[1]] = {"size": size, "stage": match[1], "peak_rss_gb": 0.0}
+                rows[match[1]] = {"size": size, "stage": match[1], "peak_pss_gb": 0.0, "peak_rss_sum_gb": 0.0}
                 stage = match[1]
             if match:
                 print(line.rstrip(), flush=True)
@@ -167,7 +170,10 @@ def run_chain(out: Path, size: int, recipe: str, overrides: list[str]) -> list[d
         while proc.poll() is None:
             current = stage
             if current is not None:
-                rows[current]["peak_rss_gb"] = max(rows[current]["peak_rss_gb"], tree_rss_bytes(proc.pid) / 2**30)
+                rss, pss = tree_memory_bytes(proc.pid)
+                row = rows[current]
+                row["peak_pss_gb"] = max(row["peak_pss_gb"], pss / 2**30)
+                row["peak_rss_sum_gb"] = max(row["peak_rss_sum_gb"], rss / 2**30)
             time.sleep(0.5)
         reader.join()
     if proc.returncode != 0:
@@ -190,18 +196,23 @@ def submission_hits(out: Path, size: int) -> dict:
 
 
 def chain(out: Path, sizes: list[int], recipe: str, overrides: list[str]) -> None:
-    rows = []
+    """Run the chain per size; OUT/scale.csv keeps the rows of sizes measured by earlier calls (a
+    20,000-image chain on 2 cores is a session of its own), and the exponents use every size in it."""
+    path = out / "scale.csv"
+    table = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     for size in sizes:
         stages = run_chain(out, size, recipe, overrides)
         hits = submission_hits(out, size)
         total = sum(r["seconds"] for r in stages)
-        rows += stages + [{"size": size, "stage": "chain", "seconds": total, "images_per_s": size / total,
-                           "peak_rss_gb": max(r["peak_rss_gb"] for r in stages),
-                           **{k: hits[k] for k in ("hit@1", "hit@3", "hit@10")}}]
-        table = pd.DataFrame(rows)
-        table.to_csv(out / "scale.csv", index=False)  # after every size: a long run stopped keeps its rows
+        rows = stages + [{"size": size, "stage": "chain", "seconds": total, "images_per_s": size / total,
+                          "peak_pss_gb": max(r["peak_pss_gb"] for r in stages),
+                          "peak_rss_sum_gb": max(r["peak_rss_sum_gb"] for r in stages),
+                          **{k: hits[k] for k in ("hit@1", "hit@3", "hit@10")}}]
+        kept = table[table["size"] != size] if len(table) else table
+        table = pd.concat([kept, pd.DataFrame(rows)], ignore_index=True).sort_values("size", kind="stable")
+        atomic_write_text(path, table.to_csv(index=False))  # after every size: a long run stopped keeps its rows
         print(table.to_string(index=False, float_format="%.3f"), flush=True)
-    if len(sizes) > 1:
+    if table["size"].nunique() > 1:
         print("exponent b in seconds ~ images^b:")
         for name, group in table.groupby("stage", sort=False):
             print(f"  {name:<12}{exponent(list(group['size']), list(group['seconds'])):.2f}")

@@ -3,7 +3,7 @@
     python -m benchmarks.submit_20k [--images 20000] [--side 32] [RECIPE] [key=value ...]
 
 Generates the folder (procedural PNGs), runs the submission command as a user would, samples the
-resident memory of its whole process tree (DataLoader workers included) every 0.1 s, and checks the
+memory of its whole process tree (DataLoader workers included; PSS, and the RSS sum) every 0.1 s, and checks the
 file it wrote. The default recipe is the tiny test model: this measures Curator's own overhead
 (listing, decoding, batching, CSV writing and validation), not a backbone.
 """
@@ -26,19 +26,27 @@ from eval.submit import validate_submission
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants (Linux /proc)."""
-    total, stack = 0, [pid]
+def tree_memory_bytes(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) summed over ``pid`` and all its descendants (Linux /proc).
+
+    The RSS sum counts every page the processes share (the libraries, the parent's memory that
+    DataLoader workers inherit) once per process, so it overstates what the tree holds, by about 2x
+    with two workers; PSS splits each shared page among its sharers, so its sum is the tree's memory.
+    """
+    rss = pss = 0
+    stack = [pid]
     while stack:
         p = stack.pop()
         try:
             with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * 4096
+                rss += int(f.read().split()[1]) * 4096
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                pss += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
             for task in Path(f"/proc/{p}/task").iterdir():
                 stack.extend(int(c) for c in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError, ValueError):
+        except (FileNotFoundError, ProcessLookupError, ValueError, StopIteration):
             continue
-    return total
+    return rss, pss
 
 
 def main() -> None:
@@ -62,9 +70,9 @@ def main() -> None:
                    f"submission={out}", f"run_dir={Path(tmp) / 'run'}", "embed.progress=false", *args.overrides]
         start = time.perf_counter()
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        peak = 0
+        peak = (0, 0)
         while proc.poll() is None:
-            peak = max(peak, tree_rss_bytes(proc.pid))
+            peak = tuple(map(max, peak, tree_memory_bytes(proc.pid)))
             time.sleep(0.1)
         seconds = time.perf_counter() - start
         output = proc.stdout.read()
@@ -73,7 +81,8 @@ def main() -> None:
         checked = validate_submission(out, expected_names=sorted(p.name for p in folder.iterdir()))
         print(output.strip().splitlines()[-1])
         print(f"eval.submit on {args.images} images: {seconds:.1f} s wall ({args.images / seconds:.0f} img/s "
-              f"end to end), peak memory of the process tree {peak / 2**20:.0f} MiB, "
+              f"end to end), peak memory of the process tree {peak[1] / 2**20:.0f} MiB PSS "
+              f"({peak[0] / 2**20:.0f} MiB summing RSS), "
               f"file {out.stat().st_size / 2**20:.1f} MiB, {checked['rows']} rows x {checked['dim']} validated")
 
 
