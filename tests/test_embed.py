@@ -22,7 +22,9 @@ def encoder():
 
 
 def _cfg(*overrides):
-    return load_recipe(None, ["embed.num_workers=0", "embed.progress=false", *overrides]).embed
+    # float32 unless a test says otherwise: "auto" is bf16 on CPUs with AVX-512/AMX, and these tests
+    # compare against embed_variants' float32 default.
+    return load_recipe(None, ["embed.num_workers=0", "embed.progress=false", "embed.precision=fp32", *overrides]).embed
 
 
 def _asymmetric(tmp_path, n=6):

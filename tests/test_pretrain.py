@@ -110,7 +110,7 @@ def test_encoder_round_trips_through_eval(tmp_path, sample_root):
     summary = pretrain(_recipe("dino", tmp_path, sample_root, "train.epochs=2"))
     result = run_cli("eval", summary["encoder"], f"data.labeled=[{sample_root}]", "model.resize=center-crop",
                      "synthetic.num_queries=10", "embed.num_workers=0", "embed.progress=false",
-                     "post.steps=[learned_whiten]", f"run_dir={tmp_path / 'eval'}")
+                     "embed.precision=fp32", "post.steps=[learned_whiten]", f"run_dir={tmp_path / 'eval'}")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     last = summary["last"]
