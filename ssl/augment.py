@@ -34,8 +34,9 @@ them helps after whitening.
 It is deliberately a different simulator from ``core.photosim`` (OpenCV), which makes the held-out
 synthetic queries of ``eval``: a model is never scored on the exact distortions it was trained on.
 
-DINO takes a studio global view, a visitor global view and several small local views; SimCLR takes
-a studio view and a visitor view of the same image. ``python -m ssl.augment`` draws them as a grid.
+DINO takes a studio global view, a second global view that is a visitor photo with ``views.photo_p``
+(always with ``dino.cross_domain``) and several small local views; SimCLR takes a studio view and a
+visitor view of the same image. ``python -m ssl.augment`` draws them as a grid.
 """
 
 from __future__ import annotations
@@ -194,21 +195,22 @@ def visitor_photo(size: int, scale: tuple[float, float], wall_p: float = 0.6, tu
 class ViewMaker:
     """Turns one RGB image into the method's views: normalised (3, s, s) float tensors.
 
-    View 0 is always a studio view; every other view is a visitor photo with probability
-    ``photo_p`` (else another studio view). Views are reproducible: ``seed`` fixes them all.
+    View ``i`` is a visitor photo with probability ``photo_p[i]``, else a studio view (the methods
+    keep view 0 a studio view: ``photo_p[0] = 0``). Views are reproducible: ``seed`` fixes them all.
     ``turn_p`` and ``padding_p``: a visitor photo's chance of a quarter turn and of pale padding.
     """
 
     def __init__(self, sizes: Sequence[int], scales: Sequence[tuple[float, float]], mean: Sequence[float],
-                 std: Sequence[float], photo_p: float = 0.8, max_side: int = 448, turn_p: float = 0.0,
+                 std: Sequence[float], photo_p: Sequence[float], max_side: int = 448, turn_p: float = 0.0,
                  padding_p: float = 0.0):
-        if len(sizes) != len(scales) or not sizes:
-            raise ValueError(f"{len(sizes)} view sizes but {len(scales)} crop scales")
+        if not sizes or not len(sizes) == len(scales) == len(photo_p):
+            raise ValueError(f"{len(sizes)} view sizes, {len(scales)} crop scales and {len(photo_p)} photo "
+                             "probabilities: give one of each per view")
         self.sizes = list(sizes)
         self.studio = [studio_view(s, tuple(sc)) for s, sc in zip(sizes, scales, strict=True)]
         self.photo = [visitor_photo(s, tuple(sc), turn_p=turn_p, padding_p=padding_p)
                       for s, sc in zip(sizes, scales, strict=True)]
-        self.photo_p = photo_p
+        self.photo_p = list(photo_p)
         self.max_side = max_side
         self.normalize = A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0, p=1.0)
 
@@ -220,7 +222,7 @@ class ViewMaker:
         coin = np.random.default_rng(seeds[-1]).random(len(self.sizes))
         views = []
         for i in range(len(self.sizes)):
-            pipeline = self.photo[i] if i > 0 and coin[i] < self.photo_p else self.studio[i]
+            pipeline = self.photo[i] if coin[i] < self.photo_p[i] else self.studio[i]
             pipeline.set_random_seed(int(seeds[2 * i]))
             views.append(pipeline(image=image)["image"])
         return views
@@ -232,17 +234,20 @@ class ViewMaker:
 
 def dino_views(global_size: int, local_size: int, n_local: int, global_scale: Sequence[float],
                local_scale: Sequence[float], mean: Sequence[float], std: Sequence[float], photo_p: float,
-               max_side: int, turn_p: float = 0.0, padding_p: float = 0.0) -> ViewMaker:
-    """DINO multi-crop: two global views (studio, then visitor photo) and ``n_local`` small views."""
+               max_side: int, turn_p: float = 0.0, padding_p: float = 0.0, cross_domain: bool = False) -> ViewMaker:
+    """DINO multi-crop: two global views (studio, then visitor photo with ``photo_p``) and ``n_local``
+    small views (each a visitor photo with ``photo_p``). ``cross_domain``: the second global view is
+    always a visitor photo, so every teacher target crosses the studio-photo gap."""
     sizes = [global_size] * 2 + [local_size] * n_local
     scales = [tuple(global_scale)] * 2 + [tuple(local_scale)] * n_local
-    return ViewMaker(sizes, scales, mean, std, photo_p, max_side, turn_p, padding_p)
+    photo = [0.0, 1.0 if cross_domain else photo_p] + [photo_p] * n_local
+    return ViewMaker(sizes, scales, mean, std, photo, max_side, turn_p, padding_p)
 
 
 def pair_views(size: int, scale: Sequence[float], mean: Sequence[float], std: Sequence[float], photo_p: float,
                max_side: int, turn_p: float = 0.0, padding_p: float = 0.0) -> ViewMaker:
     """SimCLR: a studio view and (with ``photo_p``) a visitor photo of the same image."""
-    return ViewMaker([size, size], [tuple(scale)] * 2, mean, std, photo_p, max_side, turn_p, padding_p)
+    return ViewMaker([size, size], [tuple(scale)] * 2, mean, std, [0.0, photo_p], max_side, turn_p, padding_p)
 
 
 def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3) -> ViewMaker:
@@ -251,7 +256,7 @@ def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] 
     if METHODS[recipe.method].multi_crop:
         d = recipe.dino
         return dino_views(v.global_size, d.local_size, d.n_local, v.global_scale, d.local_scale, mean, std,
-                          v.photo_p, v.max_side, v.turn_p, v.padding_p)
+                          v.photo_p, v.max_side, v.turn_p, v.padding_p, bool(d.cross_domain))
     return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side, v.turn_p, v.padding_p)
 
 

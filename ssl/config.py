@@ -57,6 +57,12 @@ class DinoConfig:
     prototypes: str = "random"
     # Images embedded for "data" prototypes (at most dino.out_dim; the rest stay random).
     prototype_images: int = 1024
+    # Weight of lightly's KoLeo regulariser (DINOv2 uses 0.1) on the student's pooled features of the
+    # two global views, the embedding retrieval uses: it spreads them apart within the batch. 0: off.
+    koleo_weight: float = 0.0
+    # The second global view is always a simulated visitor photo (else with views.photo_p), so every
+    # teacher target on the studio view is matched from a photo: the loss crosses the domain gap.
+    cross_domain: bool = False
 
 
 @dataclass
@@ -154,3 +160,5 @@ class PretrainRecipe(TrainingRecipe):
     def validate(cfg: DictConfig) -> None:
         check_choices(cfg, (("method", METHODS), ("dino.prototypes", PROTOTYPES)))
         _check_scale(cfg, "dino.local_scale")
+        if cfg.dino.koleo_weight < 0:
+            raise RecipeError(f"dino.koleo_weight={cfg.dino.koleo_weight} must be >= 0 (0 turns KoLeo off)")

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 
 import pytorch_lightning as pl
 import torch
-from lightly.loss import DINOLoss, NTXentLoss
+from lightly.loss import DINOLoss, KoLeoLoss, NTXentLoss
 from lightly.models.modules import DINOProjectionHead, SimCLRProjectionHead
 from lightly.models.utils import deactivate_requires_grad
 from lightly.utils.scheduler import cosine_schedule
@@ -160,6 +160,8 @@ class DINOModule(SSLModule):
         self.criterion = DINOLoss(output_dim=d.out_dim, warmup_teacher_temp=d.warmup_teacher_temp,
                                   teacher_temp=d.teacher_temp, warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs,
                                   student_temp=d.student_temp, center_momentum=d.center_momentum)
+        self.koleo_weight = float(d.koleo_weight)
+        self.koleo = KoLeoLoss()
 
     @torch.no_grad()
     def init_prototypes(self, features: torch.Tensor) -> int:
@@ -176,19 +178,36 @@ class DINOModule(SSLModule):
         return k
 
 
-    def loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
-        """The DINO loss of a batch of views (globals first); updates the loss's centre."""
+    def losses(self, batch: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """DINO's loss and KoLeo's of a batch of views (globals first); updates DINO's centre.
+
+        KoLeo, as in DINOv2, is summed over the two global views, each spread within the batch, on the
+        student's pooled features: the embedding retrieval uses, not the head's output. 0 when off.
+        """
         with torch.no_grad():
             teacher_out = [self.teacher_head(self.teacher(view)) for view in batch[:2]]
-        student_out = [self.head(self.embed(view)) for view in batch]
-        return self.criterion(teacher_out, student_out, epoch=self.current_epoch)
+        features = [self.embed(view) for view in batch]
+        dino = self.criterion(teacher_out, [self.head(f) for f in features], epoch=self.current_epoch)
+        koleo = sum(self.koleo(f) for f in features[:2]) if self.koleo_weight else dino.new_zeros(())
+        return {"dino": dino, "koleo": koleo}
 
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss that trains: DINO's plus ``dino.koleo_weight`` times KoLeo's."""
+        return losses["dino"] + self.koleo_weight * losses["koleo"]
+
+    def loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """The training loss of a batch of views (globals first); updates DINO's centre."""
+        return self.combine(self.losses(batch))
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         momentum = self.ema.momentum(self.global_step, int(self.trainer.estimated_stepping_batches))
         self.ema.update(momentum)
-        loss = self.loss(batch)
-        self.log_step(loss, len(batch[0]), momentum=momentum)
-        return loss
+        parts = self.losses(batch)
+        loss = self.combine(parts)
+        dino, koleo = parts["dino"].detach(), parts["koleo"].detach()
+        self.log_step(loss, len(batch[0]), momentum=momentum, dino_loss=dino, koleo=koleo)
+        # The monitor averages every value returned here over the epoch (metrics.jsonl).
+        return {"loss": loss, "dino_loss": dino, "koleo": koleo}
 
     def on_after_backward(self) -> None:
         self.head.cancel_last_layer_gradients(current_epoch=self.current_epoch)

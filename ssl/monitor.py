@@ -5,9 +5,9 @@ rest, up to ``monitor.pool_size``) and a fixed set of held-out synthetic photos,
 synthetic Hit@k and Hit@k per labeled set after the recipe's post steps fitted on that pool (with
 the figures before them under ``raw``: training earns its keep only if it adds over whitening),
 the effective rank of the raw embeddings (a falling rank warns of collapse) and the NN1-NN2 margin.
-Records go to ``metrics.jsonl`` (one line per evaluation, with the epoch's mean loss, learning rates
-and teacher momentum) and to the Lightning logger. Epoch 0 is the model before any training: the
-zero-shot row.
+Records go to ``metrics.jsonl`` (one line per evaluation, with the epoch's mean loss and its parts
+(DINO: dino_loss, koleo), learning rates and teacher momentum) and to the Lightning logger. Epoch 0
+is the model before any training: the zero-shot row.
 
 Any LightningModule with an ``export_encoder()`` method can be monitored. The monitor only records:
 the run's outputs (``encoder.pt``, ``curves.png``, ``metrics.json``) are written by
@@ -54,7 +54,7 @@ class EvalMonitor(pl.Callback):
         self.rows = monitoring_pool(pool, int(recipe.monitor.pool_size), int(recipe.seed))
         self.queries = None
         self.history: list[dict] = []
-        self._losses: list[float] = []
+        self._losses: dict[str, list[float]] = {}
 
     def _prepare(self, encoder) -> None:
         if self.queries is not None or int(self.recipe.synthetic.num_queries) <= 0:
@@ -116,19 +116,21 @@ class EvalMonitor(pl.Callback):
             self.evaluate(pl_module, 0, 0, None)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._losses = []
+        self._losses = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._losses.append(float(loss))
+        # A method may return its loss's parts beside it (DINO: dino_loss, koleo).
+        for key, value in (outputs if isinstance(outputs, dict) else {"loss": outputs}).items():
+            self._losses.setdefault(key, []).append(float(value))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         last = epoch == trainer.max_epochs
         if not self.every or not trainer.is_global_zero or (epoch % self.every and not last):
             return
-        loss = float(np.mean(self._losses)) if self._losses else None
+        means = {k: float(np.mean(v)) for k, v in self._losses.items()}
+        loss = means.pop("loss", None)
         # The schedules' values at the epoch's last step (learning rates, DINO's teacher momentum).
         logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("lr", "head_lr", "momentum")}
-        self.evaluate(pl_module, epoch, trainer.global_step, loss, logged)
+        self.evaluate(pl_module, epoch, trainer.global_step, loss, {**means, **logged})

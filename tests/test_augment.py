@@ -94,3 +94,22 @@ def test_training_conditions_are_off_by_default_and_reach_the_visitor_view():
     assert {"QuarterTurn", "PalePadding"} <= set(names(view_maker(turned)))
     with pytest.raises(RecipeError, match="views.turn_p"):
         load_recipe(ROOT / "recipes" / "simclr.yaml", ["views.turn_p=1.5"], PretrainRecipe)
+
+
+def test_cross_domain_makes_the_second_global_view_always_a_visitor_photo():
+    base = ["views.global_size=48", "dino.local_size=24", "dino.n_local=2"]
+
+    def views(seed: int, *overrides: str) -> list[torch.Tensor]:
+        recipe = load_recipe(ROOT / "recipes" / "dino.yaml", [*base, *overrides], PretrainRecipe)
+        return view_maker(recipe)(_painting(), seed=seed)
+
+    for seed in range(4):
+        studio = views(seed, "views.photo_p=0.0")
+        crossed = views(seed, "views.photo_p=0.0", "dino.cross_domain=true")
+        photo = views(seed, "views.photo_p=1.0")
+        # Only view 1 changes, and it is exactly the visitor photo the same seed draws.
+        assert torch.equal(crossed[0], studio[0]) and not torch.equal(crossed[1], studio[1])
+        assert torch.equal(crossed[1], photo[1])
+        assert all(torch.equal(a, b) for a, b in zip(crossed[2:], studio[2:], strict=True))
+    with pytest.raises(RecipeError, match="dino.koleo_weight"):
+        load_recipe(ROOT / "recipes" / "dino.yaml", ["dino.koleo_weight=-0.1"], PretrainRecipe)

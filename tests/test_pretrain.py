@@ -27,15 +27,21 @@ def _recipe(method: str, tmp_path, sample_root, *overrides: str):
                        PretrainRecipe)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_steps_lower_the_loss_of_a_batch(method, tmp_path, sample_root):
-    recipe = _recipe(method, tmp_path, sample_root, "train.head_warmup_epochs=0")
+def _module_and_batch(method: str, recipe):
+    """A fresh module of ``method`` (seeded) and one batch of its views of 8 pool images."""
     pl.seed_everything(0, verbose=False)
     encoder = configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune)
     module = METHODS[method](encoder, recipe)
     paths = recipe_pool(recipe).paths[:8]
     views = view_maker(recipe, encoder.spec.mean, encoder.spec.std)
     batch = [torch.stack(v) for v in zip(*(views(decode_image(p), seed=i) for i, p in enumerate(paths)), strict=True)]
+    return module, batch
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_steps_lower_the_loss_of_a_batch(method, tmp_path, sample_root):
+    recipe = _recipe(method, tmp_path, sample_root, "train.head_warmup_epochs=0")
+    module, batch = _module_and_batch(method, recipe)
     centre = module.criterion.center.clone() if method == "dino" else None
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
 
@@ -56,13 +62,32 @@ def test_steps_lower_the_loss_of_a_batch(method, tmp_path, sample_root):
     assert value() < before - 0.05
 
 
+def test_koleo_spreads_the_features_that_retrieval_uses(tmp_path, sample_root):
+    recipe = _recipe("dino", tmp_path, sample_root, "train.head_warmup_epochs=0", "dino.koleo_weight=1.0")
+    module, batch = _module_and_batch("dino", recipe)
+
+    def nearest_distance() -> float:
+        with torch.no_grad():
+            f = torch.nn.functional.normalize(module.encoder(batch[0]), dim=1)
+        return float((torch.cdist(f, f) + 9 * torch.eye(len(f))).min(1).values.mean())
+
+    optimizer = torch.optim.AdamW([p for p in module.encoder.parameters() if p.requires_grad], lr=1e-3)
+    before = nearest_distance()
+    for _ in range(5):
+        optimizer.zero_grad()
+        module.losses(batch)["koleo"].backward()
+        optimizer.step()
+    assert nearest_distance() > 1.2 * before
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_run_writes_its_history_and_changes_only_the_top_blocks(method, tmp_path, sample_root):
     start = build_encoder(EncoderSpec(arch="test_vit", img_size=32))
     start.save(tmp_path / "start.pt")
-    # DINO also starts from data prototypes here, so that path runs end to end.
+    # DINO also starts from data prototypes and adds KoLeo here, so those paths run end to end.
     recipe = _recipe(method, tmp_path, sample_root, "train.epochs=3", "train.head_warmup_epochs=1",
-                     "tune.last_blocks=1", f"model.weights={tmp_path / 'start.pt'}", "dino.prototypes=data")
+                     "tune.last_blocks=1", f"model.weights={tmp_path / 'start.pt'}", "dino.prototypes=data",
+                     "dino.koleo_weight=0.1")
     summary = pretrain(recipe)
     if method == "dino":
         assert "prototypes from pool images" in (tmp_path / method / "log.txt").read_text()
@@ -71,6 +96,9 @@ def test_a_run_writes_its_history_and_changes_only_the_top_blocks(method, tmp_pa
     assert history[0]["loss"] is None and all(r["loss"] > 0 for r in history[1:])
     assert all(r["lr"] >= 0 and r["head_lr"] > 0 for r in history[1:])
     assert method == "simclr" or 0.99 < history[1]["momentum"] <= history[-1]["momentum"] <= 1.0
+    # DINO's epoch means of its loss's parts add up to the loss that trained.
+    assert method == "simclr" or all(r["koleo"] != 0 and r["loss"] == pytest.approx(r["dino_loss"] + 0.1 * r["koleo"])
+                                     for r in history[1:])
     assert history[0]["overall"]["n_queries"] == 10 and history[0]["synthetic"]["n_queries"] == 10
     assert (tmp_path / method / "curves.png").stat().st_size > 10_000
     assert (tmp_path / method / "checkpoints" / "last.ckpt").is_file()
