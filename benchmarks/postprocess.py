@@ -31,7 +31,8 @@ from core.synthetic import load_synthetic_queries
 
 SINGLE = {
     "none": ["post.steps=[]"],
-    "whiten": ["post.steps=[whiten]"],
+    "whiten": ["post.steps=[whiten]", "post.whiten.shrinkage=auto"],
+    "whiten no shrinkage": ["post.steps=[whiten]", "post.whiten.shrinkage=0"],
     "whiten shrink 0.1": ["post.steps=[whiten]", "post.whiten.shrinkage=0.1"],
     "whiten shrink 0.5": ["post.steps=[whiten]", "post.whiten.shrinkage=0.5"],
     "whiten power 0.25": ["post.steps=[whiten]", "post.whiten.power=0.25"],

@@ -6,13 +6,15 @@ Steps run in the order of ``post.steps``:
 
 - ``concat``: append other models' (or poolings') embeddings, each block L2-normalised and scaled
   by its weight, so the cosine becomes a weighted sum of the blocks' cosines.
-- ``whiten``: centre and PCA-whiten on the pool itself (shrinkage and power options, optional output
-  dimension). Without truncation it is a ZCA map (rotated back), so an already white pool is left
-  as it is. Saved as ``whiten.npz`` so it can be re-applied (``post.whiten.load``).
+- ``whiten``: centre and PCA-whiten on the pool itself (optional output dimension and power), its
+  covariance shrunk towards the identity by Ledoit and Wolf's estimate, which is near zero for a large
+  pool and keeps a small one (a few hundred images in 384-d) from turning neighbours into chance.
+  Without truncation it is a ZCA map (rotated back), so an already white pool is left as it is.
+  Saved as ``whiten.npz`` so it can be re-applied (``post.whiten.load``).
 - ``learned_whiten``: whitening learned from pseudo pairs (Radenović, Tolias, Chum 2018): the pool's
   mutual nearest neighbours after PCA whitening, with a cosine above chance (optionally verified
   geometrically), are taken for matches, and the map whitens their differences, blended with the
-  pool's covariance by ``shrinkage`` (1: PCA whitening again), then optionally keeps the ``dim``
+  pool's (shrunk as above) covariance by ``shrinkage`` (1: PCA whitening again), then optionally keeps the ``dim``
   directions along which the pool varies most. Saved as ``learned_whiten.npz``; ``post.whiten.load`` re-applies it.
 - ``dba``: database-side augmentation: each embedding becomes the similarity^alpha-weighted mean
   of itself and its k nearest neighbours.
@@ -61,6 +63,42 @@ def _floored(eigval: np.ndarray) -> np.ndarray:
     return np.maximum(eigval, eigval.max() * 1e-9 + 1e-12)
 
 
+def ledoit_wolf(centred: np.ndarray) -> float:
+    """Ledoit and Wolf's (2004) shrinkage of the sample covariance of ``centred`` rows towards a multiple
+    of the identity: the weight on the identity that minimises the expected squared error, from the data.
+
+    Whitening divides by the covariance's eigenvalues. With few images next to the dimension the small
+    ones are mostly noise (with fewer images than dimensions, zero), and full whitening then spreads the
+    images evenly, so that every image is about as close to every other: nearest neighbours become
+    chance. The estimate is near 0 for a pool much larger than the dimension and grows as it shrinks.
+
+    >>> rng = np.random.default_rng(0)
+    >>> wide = rng.normal(size=(5000, 8)) * np.arange(1, 9)  # many images, unequal variances
+    >>> bool(ledoit_wolf(wide - wide.mean(0)) < 0.01)
+    True
+    >>> few = rng.normal(size=(20, 64)) * np.linspace(1, 2, 64)  # fewer images than dimensions
+    >>> bool(ledoit_wolf(few - few.mean(0)) > 0.5)
+    True
+    """
+    x = centred.astype(np.float64)
+    n, d = x.shape
+    cov = x.T @ x / n
+    target = np.trace(cov) / d
+    spread = ((cov - target * np.eye(d)) ** 2).sum()
+    # Sum over images of ||x x^T - cov||^2, without forming the d x d outer products.
+    noise = ((np.einsum("ij,ij->i", x, x) ** 2).sum() - n * (cov**2).sum()) / n**2
+    return float(min(noise, spread) / spread) if spread > 0 else 1.0
+
+
+def pool_covariance(centred: np.ndarray, shrinkage: float | None = None) -> np.ndarray:
+    """Covariance of ``centred`` rows, blended with weight ``shrinkage`` (None: :func:`ledoit_wolf`) with
+    the identity scaled to the same trace."""
+    x = centred.astype(np.float64)
+    cov = x.T @ x / max(len(x) - 1, 1)
+    weight = ledoit_wolf(x) if shrinkage is None else shrinkage
+    return (1 - weight) * cov + weight * np.trace(cov) / len(cov) * np.eye(len(cov))
+
+
 @dataclass
 class Whitening:
     """x -> (x - mean) @ projection, then L2-normalised."""
@@ -69,17 +107,16 @@ class Whitening:
     projection: np.ndarray
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, dim: int | None = None, shrinkage: float = 0.0, power: float = 0.5
+    def fit(cls, vectors: np.ndarray, dim: int | None = None, shrinkage: float | None = None, power: float = 0.5
             ) -> Whitening:
+        """PCA whitening of the pool's covariance, shrunk by ``shrinkage`` (None: :func:`ledoit_wolf`)."""
         if dim is not None and not 1 <= dim <= vectors.shape[1]:
             raise ValueError(f"post.whiten.dim={dim} must be between 1 and {vectors.shape[1]}")
         x = vectors.astype(np.float64)
         mean = x.mean(axis=0)
-        cov = np.cov(x - mean, rowvar=False)
-        eigval, eigvec = np.linalg.eigh(cov)
+        eigval, eigvec = np.linalg.eigh(pool_covariance(x - mean, shrinkage))
         order = np.argsort(eigval)[::-1]
         eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
-        eigval = (1 - shrinkage) * eigval + shrinkage * eigval.mean()
         scale = _floored(eigval) ** -power
         if dim is None:
             projection = (eigvec * scale) @ eigvec.T  # ZCA: whiten, then rotate back
@@ -93,9 +130,9 @@ class Whitening:
         """Whitening of the differences within matching ``pairs`` (rows i, j of ``vectors``).
 
         The covariance of the pair differences (each pair a match: what varies between a photo and its
-        painting is nuisance) and the pool's covariance, both scaled to unit trace, are blended with
-        weight ``shrinkage`` on the pool's, which also keeps the map full-rank when there are fewer
-        pairs than dimensions; ``shrinkage=1`` is PCA whitening. With ``dim``, the whitened pool's
+        painting is nuisance) and the pool's (:func:`pool_covariance`), both scaled to unit trace, are
+        blended with weight ``shrinkage`` on the pool's, which also keeps the map full-rank when there
+        are fewer pairs than dimensions; ``shrinkage=1`` is PCA whitening. With ``dim``, the whitened pool's
         ``dim`` leading principal directions are kept.
 
         >>> rng = np.random.default_rng(0)
@@ -110,7 +147,7 @@ class Whitening:
             raise ValueError(f"shrinkage={shrinkage} must be in (0, 1]")
         x = vectors.astype(np.float64)
         mean = x.mean(axis=0)
-        pool = np.cov(x - mean, rowvar=False)
+        pool = pool_covariance(x - mean)
         cov = shrinkage * pool / np.trace(pool)
         if len(pairs) and shrinkage < 1.0:
             diff = x[pairs[:, 0]] - x[pairs[:, 1]]
@@ -244,7 +281,8 @@ def whiten_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths
     if w.load:
         whitening = Whitening.load(w.load)
     else:
-        whitening = Whitening.fit(vectors, w.dim, float(w.shrinkage), float(w.power))
+        shrinkage = None if w.shrinkage == "auto" else float(w.shrinkage)
+        whitening = Whitening.fit(vectors, w.dim, shrinkage, float(w.power))
         if save and post.out_dir is not None:
             whitening.save(post.out_dir / "whiten.npz")
     return whitening.apply(vectors)

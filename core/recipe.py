@@ -87,8 +87,9 @@ class SyntheticConfig:
 class WhitenConfig:
     # Output dimension (PCA truncation); null keeps every dimension (then whitening is a ZCA map).
     dim: int | None = None
-    # Eigenvalue shrinkage towards their mean (0: none), for pools small next to the dimension.
-    shrinkage: float = 0.0
+    # Weight of the identity against the pool's covariance, for pools small next to the dimension: auto
+    # (Ledoit-Wolf's estimate: ~0.003 for 3,437 images in 384-d, ~0.1 for 250) or a number in [0, 1].
+    shrinkage: str = "auto"
     # Scale each component by eigenvalue^-power: 0.5 whitens fully, 0 only centres and rotates.
     power: float = 0.5
     # A whiten.npz saved by an earlier run: apply it instead of fitting on this pool.
@@ -204,6 +205,18 @@ def check_choices(cfg: DictConfig, choices: tuple[tuple[str, Iterable[str]], ...
             raise RecipeError(f"{key}={value!r} is not one of {', '.join(allowed)}")
 
 
+def _check_auto_or_number(key: str, value: object, low: float, high: float, expected: str) -> None:
+    """A RecipeError unless ``value`` is "auto" or a number in [low, high]; ``expected`` describes one."""
+    if str(value) == "auto":
+        return
+    try:
+        if low <= float(value) <= high:
+            return
+    except ValueError:
+        pass
+    raise RecipeError(f"{key}={value!r} must be auto or {expected}")
+
+
 def _choices_check(cfg: DictConfig) -> None:
     check_choices(cfg, (("model.resize", RESIZE_POLICIES), ("model.pooling", POOLINGS),
                         ("embed.precision", PRECISIONS), ("embed.combine", COMBINES),
@@ -221,13 +234,8 @@ def _choices_check(cfg: DictConfig) -> None:
             raise RecipeError(f"embed.combine=gate chooses among views, and view 0 must be the image as it is: "
                               f"embed.turns={list(cfg.embed.turns)} must start with 0 and give a second view "
                               "(e.g. [0,180], or embed.crop=true)")
-        if str(cfg.embed.gate_margin) != "auto":
-            try:
-                if float(cfg.embed.gate_margin) < 0:
-                    raise ValueError
-            except ValueError:
-                raise RecipeError(f"embed.gate_margin={cfg.embed.gate_margin!r} must be auto or a cosine margin "
-                                  ">= 0, e.g. 0.15") from None
+        _check_auto_or_number("embed.gate_margin", cfg.embed.gate_margin, 0, float("inf"),
+                              "a cosine margin >= 0, e.g. 0.15")
     if cfg.embed.batch_size < 1:
         raise RecipeError("embed.batch_size must be at least 1")
     if cfg.embed.max_paintings < 1:
@@ -237,16 +245,13 @@ def _choices_check(cfg: DictConfig) -> None:
     unknown = [s for s in steps if s not in POST_STEPS]
     if unknown or len(set(steps)) != len(steps):
         raise RecipeError(f"post.steps={steps}: each step once, from {', '.join(POST_STEPS)}")
+    _check_auto_or_number("post.whiten.shrinkage", cfg.post.whiten.shrinkage, 0, 1,
+                          "a weight in [0, 1] (0: none); auto is Ledoit-Wolf's estimate from the pool")
     lw = cfg.post.learned_whiten
     if not 0 < lw.shrinkage <= 1:
         raise RecipeError(f"post.learned_whiten.shrinkage={lw.shrinkage} must be in (0, 1] (1: PCA whitening; "
                           "some weight on the pool keeps the map full-rank), e.g. 0.5")
-    if str(lw.min_similarity) != "auto":
-        try:
-            float(lw.min_similarity)
-        except ValueError:
-            raise RecipeError(f"post.learned_whiten.min_similarity={lw.min_similarity!r} must be auto or a cosine, "
-                              "e.g. 0.4") from None
+    _check_auto_or_number("post.learned_whiten.min_similarity", lw.min_similarity, -1, 1, "a cosine, e.g. 0.4")
     if lw.dim is not None and lw.dim < 1:
         raise RecipeError(f"post.learned_whiten.dim={lw.dim} must be null (every dimension) or at least 1")
     if "concat" in steps and (steps[0] != "concat" or not cfg.post.concat):

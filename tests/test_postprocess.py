@@ -8,7 +8,7 @@ import pytest
 from core.embed import Embeddings
 from core.errors import RecipeError
 from core.images import decode_image, list_images
-from core.post import PostProcessor, Whitening, concat_blocks, fuse_verified, neighbour_average
+from core.post import PostProcessor, Whitening, concat_blocks, fuse_verified, ledoit_wolf, neighbour_average
 from core.recipe import load_recipe
 from core.search import topk
 from core.verify import count_inliers, extract_features
@@ -29,7 +29,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def test_whitening_whitens_inverts_and_leaves_a_white_set_alone(tmp_path):
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(400, 6)) * [5, 3, 1, 0.5, 0.2, 0.1] + 2.0).astype(np.float32)
-    w = Whitening.fit(x)
+    w = Whitening.fit(x, shrinkage=0.0)
     z = (x - w.mean) @ w.projection
     assert np.allclose(np.cov(z, rowvar=False), np.eye(6), atol=1e-3)
     assert np.allclose(w.inverse(z), x, atol=1e-3)
@@ -42,6 +42,28 @@ def test_whitening_whitens_inverts_and_leaves_a_white_set_alone(tmp_path):
     assert truncated.apply(x).shape == (400, 3)
     with pytest.raises(ValueError, match="cannot be inverted"):
         truncated.inverse(z[:, :3])
+
+
+def test_whitening_a_pool_smaller_than_the_dimension_keeps_its_neighbours():
+    # 40 paintings (the pool varies along a few directions, as embeddings do) and 40 photos of them,
+    # 80 images in 128-d: full whitening spreads them into a regular simplex where every image is
+    # equally far from every other; the Ledoit-Wolf estimate keeps who is close to whom.
+    rng = np.random.default_rng(6)
+    paintings = rng.normal(size=(40, 128)) * np.geomspace(4, 0.1, 128)
+    photos = paintings + rng.normal(size=(40, 128)) * 0.3
+    x = np.vstack([photos, paintings]).astype(np.float32)
+
+    def hit1(vectors: np.ndarray) -> float:
+        _, idx = topk(vectors, None, k=1)
+        return float(np.mean(idx[:40, 0] == np.arange(40, 80)))
+
+    full = Whitening.fit(x, shrinkage=0.0).apply(x)
+    sims = full @ full.T
+    assert np.ptp(sims[~np.eye(80, dtype=bool)]) < 0.05  # every pair at the same cosine: chance
+    assert ledoit_wolf(x - x.mean(0)) > 0.05
+    assert hit1(Whitening.fit(x).apply(x)) >= max(hit1(_unit(x)), 0.9)
+    pairs = np.stack([np.arange(10), np.arange(40, 50)], axis=1)
+    assert hit1(Whitening.fit_pairs(x, pairs).apply(x)) >= 0.9
 
 
 def test_neighbour_averaging_keeps_unit_norms_and_leaves_isolated_points_alone():
