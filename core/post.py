@@ -80,9 +80,14 @@ def ledoit_wolf(centred: np.ndarray) -> float:
     >>> bool(ledoit_wolf(few - few.mean(0)) > 0.5)
     True
     """
-    x = centred.astype(np.float64)
+    x = np.asarray(centred, dtype=np.float64)
+    return _ledoit_wolf_weight(x, x.T @ x)
+
+
+def _ledoit_wolf_weight(x: np.ndarray, scatter: np.ndarray) -> float:
+    """:func:`ledoit_wolf` of rows ``x`` given their scatter matrix ``x.T @ x`` (computed once by the caller)."""
     n, d = x.shape
-    cov = x.T @ x / n
+    cov = scatter / n
     target = np.trace(cov) / d
     spread = ((cov - target * np.eye(d)) ** 2).sum()
     # Sum over images of ||x x^T - cov||^2, without forming the d x d outer products.
@@ -93,9 +98,10 @@ def ledoit_wolf(centred: np.ndarray) -> float:
 def pool_covariance(centred: np.ndarray, shrinkage: float | None = None) -> np.ndarray:
     """Covariance of ``centred`` rows, blended with weight ``shrinkage`` (None: :func:`ledoit_wolf`) with
     the identity scaled to the same trace."""
-    x = centred.astype(np.float64)
-    cov = x.T @ x / max(len(x) - 1, 1)
-    weight = ledoit_wolf(x) if shrinkage is None else shrinkage
+    x = np.asarray(centred, dtype=np.float64)
+    scatter = x.T @ x
+    weight = _ledoit_wolf_weight(x, scatter) if shrinkage is None else shrinkage
+    cov = scatter / max(len(x) - 1, 1)
     return (1 - weight) * cov + weight * np.trace(cov) / len(cov) * np.eye(len(cov))
 
 
