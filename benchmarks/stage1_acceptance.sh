@@ -31,6 +31,9 @@ declare -A EXTRA=(
   # The backbone's learning rate 5x (the recipes' 2e-5 moves the last blocks little in 120 steps).
   [dino-small-lr]="$SMALL train.lr=1e-4"
   [dino-small-all-lr]="$SMALL dino.koleo_weight=0.1 dino.cross_domain=true dino.prototypes=data train.lr=1e-4"
+  # Three times the budget (12 epochs of 640): does DINO earn its keep with more steps? Not in RUNS'
+  # default (17 min alone on 2 cores); RUNS=dino-small-koleo-12ep runs it.
+  [dino-small-koleo-12ep]="$SMALL dino.koleo_weight=0.1 train.epochs=12 monitor.every_n_epochs=2"
 )
 RUNS=${RUNS:-"dino simclr dino-strong dino-proto dino-small dino-small-koleo dino-small-cross dino-small-warm2
   dino-small-unfrozen dino-small-proto dino-small-all dino-small-lr dino-small-all-lr"}
