@@ -199,3 +199,16 @@ def test_two_processes_train_with_ddp(tmp_path, sample_root):
     assert result.returncode == 0, result.stderr[-3000:]
     history = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1, 2] and (tmp_path / "ddp" / "encoder.pt").is_file()
+
+
+def test_the_student_exported_afterwards_is_the_one_a_student_run_saves(tmp_path, sample_root):
+    from benchmarks.export_student import export_student
+
+    common = ["train.epochs=1", "train.head_warmup_epochs=0", "train.images_per_epoch=16", "monitor.every_n_epochs=0"]
+    teacher_run = pretrain(_recipe("dino", tmp_path / "t", sample_root, *common))
+    student_run = pretrain(_recipe("dino", tmp_path / "s", sample_root, *common, "train.export=student"))
+    path, gap = export_student(tmp_path / "t" / "dino")
+    exported, saved = load_encoder(path).state_dict(), load_encoder(student_run["encoder"]).state_dict()
+    assert all(torch.equal(exported[k], saved[k]) for k in saved)
+    teacher = load_encoder(teacher_run["encoder"]).state_dict()
+    assert gap > 0 and any(not torch.equal(teacher[k], saved[k]) for k in saved)
