@@ -1,7 +1,8 @@
 #!/bin/bash
 # Stage-1 acceptance runs on mcv-museum + 3,000 distractors (commands quoted in the closing note);
 # python -m eval.compare runs/stage1/eval-* puts them side by side, before and after whitening.
-# RUNS="dino dino-small" picks configurations (default: all); the zero-shot evaluation always runs.
+# RUNS="dino dino-small" picks configurations (default: all); the zero-shot evaluation always runs;
+# STUDENTS=1 also scores every DINO run's student (runs/stage1/eval-RUN-student).
 cd "$(dirname "$0")/.." && source .venv/bin/activate
 export CURATOR_SHARED=../shared
 DATA="data.labeled=[../shared/data/mcv-museum] data.distractors=[../shared/data/distractors]"
@@ -34,6 +35,15 @@ declare -A EXTRA=(
   # Three times the budget (12 epochs of 640): does DINO earn its keep with more steps? Not in RUNS'
   # default (17 min alone on 2 cores); RUNS=dino-small-koleo-12ep runs it.
   [dino-small-koleo-12ep]="$SMALL dino.koleo_weight=0.1 train.epochs=12 monitor.every_n_epochs=2"
+  # Instance prototypes: one per pool image (K >= N, data-initialised), so the teacher's target names
+  # the image itself and the loss approaches instance discrimination, as SimCLR's does.
+  [dino-inst]="$SMALL dino.out_dim=4096 dino.prototypes=data dino.prototype_images=4096 dino.koleo_weight=0.1 dino.cross_domain=true"
+  # A frozen teacher (momentum 1: the pretrained model and its instance prototypes) distilled into
+  # the student from visitor photos; the student is exported.
+  [dino-frozen]="$SMALL dino.out_dim=4096 dino.prototypes=data dino.prototype_images=4096 dino.cross_domain=true dino.momentum_start=1.0 train.export=student"
+  # How far a second seed moves the figures (the training's random choices; the scored pool is the same).
+  [simclr-seed1]="seed=1"
+  [dino-small-koleo-seed1]="$SMALL dino.koleo_weight=0.1 seed=1"
 )
 RUNS=${RUNS:-"dino simclr dino-strong dino-proto dino-small dino-small-koleo dino-small-cross dino-small-warm2
   dino-small-unfrozen dino-small-proto dino-small-all dino-small-lr dino-small-all-lr"}
@@ -46,6 +56,12 @@ for run in $RUNS; do
   /usr/bin/time -v python -m ssl.pretrain $recipe $DATA $COMMON ${EXTRA[$run]} run_dir=runs/stage1/$run > runs/stage1/$run.out 2>&1
   # shellcheck disable=SC2086
   python -m eval recipes/submission.yaml model.weights=runs/stage1/$run/encoder.pt $DATA $EVAL run_dir=runs/stage1/eval-$run > runs/stage1/eval-$run.out 2>&1
+  # STUDENTS=1 scores each DINO run's student too (the encoder file holds its EMA teacher).
+  if [ -n "${STUDENTS:-}" ] && [ "${run%%-*}" = dino ]; then
+    python -m benchmarks.export_student runs/stage1/$run > runs/stage1/student-$run.out 2>&1
+    # shellcheck disable=SC2086
+    python -m eval recipes/submission.yaml model.weights=runs/stage1/$run/student.pt $DATA $EVAL run_dir=runs/stage1/eval-$run-student >> runs/stage1/student-$run.out 2>&1
+  fi
 done
 # How informative the DINO teachers' targets are, fresh and after each run.
 # shellcheck disable=SC2086
