@@ -33,12 +33,12 @@ def export_student(run: Path) -> tuple[Path, float]:
                                 "directory of a DINO run of python -m ssl.pretrain")
     # Prototypes come from the checkpoint: skip the data initialisation a fresh module would do.
     recipe = load_recipe(run / "recipe.yaml", ["train.export=student", "dino.prototypes=random"], PretrainRecipe)
-    with quiet_known_warnings():
-        module = DINOModule(configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune),
-                            recipe)
     if recipe.method != "dino":
         raise MissingInputError(f"{run} is a {recipe.method} run: only DINO runs have a student beside the "
                                 "exported encoder. Fix: give a DINO run directory")
+    with quiet_known_warnings():
+        module = DINOModule(configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune),
+                            recipe)
     module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
     path = run / "student.pt"
     module.export_encoder().save(path)

@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.export_student import export_student
 from core.backbone import EncoderSpec, build_encoder, load_encoder
 from core.images import decode_image
 from core.pool import recipe_pool
@@ -202,8 +203,6 @@ def test_two_processes_train_with_ddp(tmp_path, sample_root):
 
 
 def test_the_student_exported_afterwards_is_the_one_a_student_run_saves(tmp_path, sample_root):
-    from benchmarks.export_student import export_student
-
     common = ["train.epochs=1", "train.head_warmup_epochs=0", "train.images_per_epoch=16", "monitor.every_n_epochs=0"]
     teacher_run = pretrain(_recipe("dino", tmp_path / "t", sample_root, *common))
     student_run = pretrain(_recipe("dino", tmp_path / "s", sample_root, *common, "train.export=student"))
