@@ -5,8 +5,8 @@ recipe ``post`` steps through the same code as eval (``core.post.PostProcessor``
 prints Hit@1/3/10 on the labeled sets, synthetic Hit@3 (overall and per condition of the photos,
 for runs made with ``synthetic.style=queries``) and the time each configuration took.
 
-    CURATOR_SHARED=../shared python -m benchmarks.postprocess RUN_DIR [RUN_DIR ...] [--fusion]
-        [--concat-with RUN_DIR] [--embed KEY=VALUE ...]
+    CURATOR_SHARED=../shared python -m benchmarks.postprocess RUN_DIR [RUN_DIR ...] [--fusion] [--diffusion]
+        [--only TEXT ...] [--concat-with RUN_DIR] [--embed KEY=VALUE ...]
 
 ``--embed`` picks which of the views a run kept (``embed.combine=gate``) are averaged first, e.g.
 ``--embed embed.combine=mean 'embed.turns=[0,180]' embed.crop=true`` for the submission recipe's four.
@@ -51,11 +51,24 @@ SINGLE = {
     "whiten + dba k2": ["post.steps=[whiten,dba]", "post.dba.k=2"],
     "whiten + dba k1 + qe k1": ["post.steps=[whiten,dba,qe]", "post.dba.k=1", "post.qe.k=1"],
 }
+# Fast Spectral Ranking blocks appended after learned whitening (--diffusion).
+DIFFUSION = {
+    "learned whiten + diffusion": ["post.steps=[learned_whiten,diffusion]"],
+    "learned whiten + diffusion w0.5": ["post.steps=[learned_whiten,diffusion]", "post.diffusion.weight=0.5"],
+    "learned whiten + diffusion alpha 0.5": ["post.steps=[learned_whiten,diffusion]", "post.diffusion.alpha=0.5"],
+    "learned whiten + diffusion gamma 1": ["post.steps=[learned_whiten,diffusion]", "post.diffusion.gamma=1"],
+    "learned whiten + diffusion k3 rank 64": ["post.steps=[learned_whiten,diffusion]", "post.diffusion.k=3",
+                                              "post.diffusion.rank=64"],
+}
 FUSION = {
     "learned whiten shrink 0.5 verified": ["post.steps=[learned_whiten]", "post.learned_whiten.verify=true"],
     "fusion k3": ["post.steps=[fusion]"],
     "whiten + fusion k3": ["post.steps=[whiten,fusion]"],
     "whiten + fusion k3 w1.0": ["post.steps=[whiten,fusion]", "post.fusion.weight=1.0"],
+    "learned whiten + fusion k3": ["post.steps=[learned_whiten,fusion]"],
+    "learned whiten + diffusion verified": ["post.steps=[learned_whiten,diffusion]", "post.diffusion.verify=true"],
+    "learned whiten verified + diffusion verified": ["post.steps=[learned_whiten,diffusion]",
+                                                     "post.learned_whiten.verify=true", "post.diffusion.verify=true"],
 }
 
 
@@ -133,12 +146,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--fusion", action="store_true", help="also the (slow) steps that verify pairs geometrically")
+    parser.add_argument("--diffusion", action="store_true", help="also the diffusion blocks (tens of seconds each)")
+    parser.add_argument("--only", nargs="+", default=[], metavar="TEXT",
+                        help="only the configurations whose name contains one of these texts (and 'none')")
     parser.add_argument("--concat-with", type=Path, help="a run whose embeddings to concatenate with each run's")
     parser.add_argument("--embed", nargs="+", default=[], metavar="KEY=VALUE",
                         help="embed overrides choosing which kept views to average first")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/postprocess.csv"))
     args = parser.parse_args()
-    configs = {**SINGLE, **(FUSION if args.fusion else {})}
+    configs = {**SINGLE, **(DIFFUSION if args.diffusion else {}), **(FUSION if args.fusion else {})}
+    if args.only:
+        configs = {k: v for k, v in configs.items() if k == "none" or any(t in k for t in args.only)}
     rows = [r for run in args.runs for r in benchmark(run, configs, args.concat_with, args.embed)]
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from core.atomic import atomic_path
 from core.backbone import EncoderSpec, build_encoder
+from core.diffusion import knn_graph, spectral_embedding
 from core.embed import Embeddings, embed_images, recipe_reader
 from core.images import ImageReader
 from core.registry import Registry
@@ -205,12 +206,10 @@ def concat_blocks(blocks: Sequence[np.ndarray], weights: Sequence[float]) -> np.
     return _normalize(np.concatenate([_normalize(b) * w for b, w in zip(blocks, weights, strict=True)], axis=1))
 
 
-def fuse_verified(vectors: np.ndarray, paths: Sequence[Path], k: int, min_inliers: int, weight: float,
-                  verifier: Verifier, progress: bool = False) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """Move geometrically verified neighbour pairs towards each other; others stay as they are.
-
-    Returns the new vectors and the verified pairs (i, j, inliers), i < j.
-    """
+def verified_neighbours(vectors: np.ndarray, paths: Sequence[Path], k: int, min_inliers: int, verifier: Verifier,
+                        progress: bool = False) -> list[tuple[int, int, int]]:
+    """Each image's ``k`` nearest neighbours checked geometrically: the pairs (i, j, inliers), i < j,
+    with at least ``min_inliers`` RANSAC inliers."""
     _, idx = topk(vectors, None, k=min(k, len(vectors) - 1))
     candidates = sorted({(min(i, int(j)), max(i, int(j))) for i in range(len(vectors)) for j in idx[i]})
     verified = []
@@ -218,6 +217,16 @@ def fuse_verified(vectors: np.ndarray, paths: Sequence[Path], k: int, min_inlier
         inliers = verifier.inliers(paths[i], paths[j])
         if inliers >= min_inliers:
             verified.append((i, j, inliers))
+    return verified
+
+
+def fuse_verified(vectors: np.ndarray, paths: Sequence[Path], k: int, min_inliers: int, weight: float,
+                  verifier: Verifier, progress: bool = False) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Move geometrically verified neighbour pairs towards each other; others stay as they are.
+
+    Returns the new vectors and the verified pairs (i, j, inliers), i < j.
+    """
+    verified = verified_neighbours(vectors, paths, k, min_inliers, verifier, progress)
     if not verified:
         return vectors.copy(), verified
     out = vectors.astype(np.float32).copy()
@@ -245,6 +254,12 @@ class PostProcessor:
     @property
     def active(self) -> bool:
         return bool(self.cfg.steps)
+
+    def verifier_for(self, max_side: int) -> Verifier:
+        """The geometric verifier, made once (it caches each image's local features)."""
+        if self.verifier is None:
+            self.verifier = Verifier(ImageReader(min_side=max_side), max_side=max_side)
+        return self.verifier
 
     def apply(self, emb: Embeddings, paths: Sequence[Path], save: bool = True) -> Embeddings:
         """``emb`` (rows = ``paths``) after every step; same names, same order, unit norms."""
@@ -327,9 +342,7 @@ def learned_whiten_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarra
     pairs, _, threshold = pseudo_pairs(vectors, None if c.min_similarity == "auto" else float(c.min_similarity))
     mined = len(pairs)
     if c.verify and mined:
-        if post.verifier is None:
-            post.verifier = Verifier(ImageReader(min_side=int(c.max_side)), max_side=int(c.max_side))
-        inliers = [post.verifier.inliers(paths[i], paths[j])
+        inliers = [post.verifier_for(int(c.max_side)).inliers(paths[i], paths[j])
                    for i, j in tqdm(pairs, desc="verify pseudo pairs", unit="pair",
                                     disable=not post.recipe.embed.progress, mininterval=1.0)]
         pairs = pairs[np.asarray(inliers) >= int(c.min_inliers)]
@@ -360,10 +373,26 @@ register_step("qe")(_neighbour_step("qe"))
 def fusion_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths: Sequence[Path],
                 save: bool) -> np.ndarray:
     f = post.cfg.fusion
-    if post.verifier is None:
-        post.verifier = Verifier(ImageReader(min_side=int(f.max_side)), max_side=int(f.max_side))
-    fused, pairs = fuse_verified(vectors, paths, int(f.k), int(f.min_inliers), float(f.weight), post.verifier,
+    fused, pairs = fuse_verified(vectors, paths, int(f.k), int(f.min_inliers), float(f.weight),
+                                 post.verifier_for(int(f.max_side)),
                                  bool(post.recipe.embed.progress))
     post.verified_pairs = len(pairs)
     log.info("fusion: %d verified pairs among the %d nearest neighbours of %d images", len(pairs), f.k, len(vectors))
     return fused
+
+
+@register_step("diffusion")
+def diffusion_step(post: PostProcessor, emb: Embeddings, vectors: np.ndarray, paths: Sequence[Path],
+                   save: bool) -> np.ndarray:
+    """The embedding with its diffusion block appended (Fast Spectral Ranking, core/diffusion.py)."""
+    d = post.cfg.diffusion
+    pairs = None
+    if d.verify:
+        verified = verified_neighbours(vectors, paths, int(d.verify_k), int(d.min_inliers),
+                                       post.verifier_for(int(d.max_side)), bool(post.recipe.embed.progress))
+        post.verified_pairs = len(verified)
+        pairs = np.array([(i, j) for i, j, _ in verified], np.int64).reshape(-1, 2)
+    graph = knn_graph(vectors, int(d.k), float(d.gamma), pairs)
+    log.info("diffusion: %d edges among %d images%s", graph.nnz // 2, len(vectors),
+             f", {post.verified_pairs} verified" if d.verify else "")
+    return concat_blocks([vectors, spectral_embedding(graph, float(d.alpha), int(d.rank))], [1.0, float(d.weight)])

@@ -129,6 +129,25 @@ class FusionConfig:
 
 
 @dataclass
+class DiffusionConfig:
+    # The graph: each image's k nearest neighbours, edges weighted max(cosine, 0)^gamma; with verify,
+    # each image's verify_k nearest are matched and pairs with at least min_inliers RANSAC inliers
+    # (SIFT at max_side pixels) get the full weight 1 (a match per pair: slow, as fusion is).
+    k: int = 10
+    gamma: float = 3.0
+    verify: bool = False
+    verify_k: int = 3
+    min_inliers: int = 25
+    max_side: int = 512
+    # Diffusion's restart: near 1 spreads further along the graph.
+    alpha: float = 0.99
+    # Eigenpairs kept: the diffusion block's width (the output grows by this many dimensions).
+    rank: int = 256
+    # Weight of the diffusion block against the input embedding's (1.0): cosines add with weight^2.
+    weight: float = 1.0
+
+
+@dataclass
 class ConcatBlock(ModelConfig):
     """Another model (or pooling) whose embedding is appended, normalised, scaled by weight."""
 
@@ -148,6 +167,7 @@ class PostConfig:
     dba: NeighbourConfig = field(default_factory=NeighbourConfig)
     qe: NeighbourConfig = field(default_factory=NeighbourConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
 
 @dataclass
@@ -254,6 +274,11 @@ def _choices_check(cfg: DictConfig) -> None:
     _check_auto_or_number("post.learned_whiten.min_similarity", lw.min_similarity, -1, 1, "a cosine, e.g. 0.4")
     if lw.dim is not None and lw.dim < 1:
         raise RecipeError(f"post.learned_whiten.dim={lw.dim} must be null (every dimension) or at least 1")
+    d = cfg.post.diffusion
+    if min(d.k, d.rank, d.verify_k) < 1 or not 0 < d.alpha < 1 or d.gamma <= 0 or d.weight < 0:
+        raise RecipeError(f"post.diffusion: k={d.k}, verify_k={d.verify_k} and rank={d.rank} must be >= 1, "
+                          f"alpha={d.alpha} in (0, 1), gamma={d.gamma} > 0 and weight={d.weight} >= 0, "
+                          "e.g. k=10 rank=256 alpha=0.99 gamma=3")
     if "concat" in steps and (steps[0] != "concat" or not cfg.post.concat):
         raise RecipeError("post.steps: 'concat' must come first and needs post.concat blocks (other models)")
 
