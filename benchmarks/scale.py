@@ -18,7 +18,8 @@ the rows of sizes measured by earlier calls (one size per session fits where a s
 
 ``steps`` times, on synthetic embeddings of the backbone's width, the steps that may grow faster than
 linearly: mutual nearest neighbours (stage 2's mining, learned whitening's pairs), the k-NN graph
-(fusion and neighbour averaging), PCA and learned whitening, and counts the pairs each would
+(fusion and neighbour averaging), PCA and learned whitening, the diffusion block at the recipe's
+default k, gamma, alpha and rank (once per size), and counts the pairs each would
 verify (verification costs the same per pair at any size, so its time follows the pair count).
 """
 
@@ -42,9 +43,11 @@ from tqdm import tqdm
 
 from benchmarks.submit_20k import tree_memory_bytes
 from core.atomic import atomic_write_text
+from core.diffusion import knn_graph, spectral_embedding
 from core.metrics import summarize, target_ranks
 from core.photosim import simulate_query
 from core.post import Whitening, pseudo_pairs
+from core.recipe import DiffusionConfig
 from core.sample import make_distractor, make_painting
 from core.search import mutual_nearest_neighbours, topk
 
@@ -229,6 +232,9 @@ def synthetic_vectors(size: int, dim: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+DIFFUSION = DiffusionConfig()
+
+
 def _timed(fn, repeat: int = 3) -> tuple[float, object]:
     """Fastest of ``repeat`` calls (this machine is shared: the minimum is the least disturbed)."""
     best = float("inf")
@@ -250,8 +256,12 @@ def steps(sizes: list[int], dim: int, k: int) -> None:
         t_pca, _ = _timed(lambda: Whitening.fit(x).apply(x))  # noqa: B023
         t_pairs, (pairs, _, _) = _timed(lambda: pseudo_pairs(x))  # noqa: B023
         t_fit, _ = _timed(lambda: Whitening.fit_pairs(x, pairs).apply(x))  # noqa: B023
+        # Once: the eigenpairs take minutes at 20,000 images.
+        t_diffusion, _ = _timed(lambda: spectral_embedding(knn_graph(x, k, DIFFUSION.gamma),  # noqa: B023
+                                                           DIFFUSION.alpha, DIFFUSION.rank), repeat=1)
         rows.append({"images": size, "mutual NN s": t_mnn, f"{k}-NN graph s": t_knn, "PCA whitening s": t_pca,
-                     "learned whitening s": t_pairs + t_fit, "mutual pairs": len(mutual),
+                     "learned whitening s": t_pairs + t_fit, f"diffusion rank {DIFFUSION.rank} s": t_diffusion,
+                     "mutual pairs": len(mutual),
                      f"fusion pairs ({k}-NN)": size * k})
         print(pd.DataFrame(rows).to_string(index=False, float_format="%.3f"), flush=True)
     table = pd.DataFrame(rows)

@@ -32,8 +32,8 @@ def knn_graph(vectors: np.ndarray, k: int, gamma: float, pairs: np.ndarray | Non
 
 
 def spectral_embedding(graph: sp.csr_matrix, alpha: float, rank: int) -> np.ndarray:
-    """Rows whose inner products approximate ``(1 - alpha) (I - alpha S)^-1`` with its ``rank`` leading
-    eigenpairs, ``S = D^-1/2 W D^-1/2`` (an image with no edge gets a zero row).
+    """``rank`` columns whose inner products approximate ``(1 - alpha) (I - alpha S)^-1`` with its
+    ``rank`` leading eigenpairs, ``S = D^-1/2 W D^-1/2`` (an image with no edge gets a zero row).
 
     >>> pairs_of_copies = np.eye(4, dtype=np.float32)[[0, 0, 1, 1]]
     >>> psi = spectral_embedding(knn_graph(pairs_of_copies, k=1, gamma=3.0), alpha=0.9, rank=2)
@@ -44,11 +44,13 @@ def spectral_embedding(graph: sp.csr_matrix, alpha: float, rank: int) -> np.ndar
     degree = np.asarray(graph.sum(axis=1)).ravel()
     scale = sp.diags(np.where(degree > 0, 1 / np.sqrt(np.maximum(degree, 1e-12)), 0.0))
     s = (scale @ graph @ scale).astype(np.float64)
-    rank = min(rank, n)
-    if 2 * rank + 1 >= n:  # Lanczos would need about as many vectors as there are images: solve densely
+    kept = min(rank, n)
+    if 2 * kept + 1 >= n:  # Lanczos would need about as many vectors as there are images: solve densely
         eigval, eigvec = np.linalg.eigh(s.toarray())
-        eigval, eigvec = eigval[-rank:], eigvec[:, -rank:]
+        eigval, eigvec = eigval[-kept:], eigvec[:, -kept:]
     else:  # a fixed start vector: the same pool gives the same vectors
-        eigval, eigvec = eigsh(s, k=rank, which="LA", v0=np.ones(n))
+        eigval, eigvec = eigsh(s, k=kept, which="LA", v0=np.ones(n))
     h = (1 - alpha) / (1 - alpha * np.clip(eigval, -1.0, 1.0))
-    return (eigvec * np.sqrt(h)).astype(np.float32)
+    out = np.zeros((n, rank), np.float32)  # a pool smaller than rank still gives rank columns
+    out[:, :kept] = eigvec * np.sqrt(h)
+    return out

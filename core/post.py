@@ -256,7 +256,8 @@ class PostProcessor:
         return bool(self.cfg.steps)
 
     def verifier_for(self, max_side: int) -> Verifier:
-        """The geometric verifier, made once (it caches each image's local features)."""
+        """The geometric verifier, made once and shared by the steps (it caches each image's local
+        features; the first step to ask sets the side they are extracted at)."""
         if self.verifier is None:
             self.verifier = Verifier(ImageReader(min_side=max_side), max_side=max_side)
         return self.verifier
