@@ -257,7 +257,7 @@ def steps(sizes: list[int], dim: int, k: int) -> None:
         t_pairs, (pairs, _, _) = _timed(lambda: pseudo_pairs(x))  # noqa: B023
         t_fit, _ = _timed(lambda: Whitening.fit_pairs(x, pairs).apply(x))  # noqa: B023
         # Once: the eigenpairs take minutes at 20,000 images.
-        t_diffusion, _ = _timed(lambda: spectral_embedding(knn_graph(x, k, DIFFUSION.gamma),  # noqa: B023
+        t_diffusion, _ = _timed(lambda: spectral_embedding(knn_graph(x, DIFFUSION.k, DIFFUSION.gamma),  # noqa: B023
                                                            DIFFUSION.alpha, DIFFUSION.rank), repeat=1)
         rows.append({"images": size, "mutual NN s": t_mnn, f"{k}-NN graph s": t_knn, "PCA whitening s": t_pca,
                      "learned whitening s": t_pairs + t_fit, f"diffusion rank {DIFFUSION.rank} s": t_diffusion,
