@@ -22,6 +22,8 @@ def knn_graph(vectors: np.ndarray, k: int, gamma: float, pairs: np.ndarray | Non
     """Symmetric k-NN affinity: an edge where either row is among the other's ``k`` nearest, weighted
     max(cosine, 0)^gamma; ``pairs`` (m x 2 rows) are added with weight 1, e.g. verified matches."""
     n = len(vectors)
+    if n < 2:  # a lone image has no neighbour to link to
+        return sp.csr_matrix((n, n), dtype=np.float32)
     sims, idx = topk(vectors, None, k=min(k, n - 1))
     rows = np.repeat(np.arange(n), idx.shape[1])
     graph = sp.csr_matrix((np.clip(sims, 0, None).ravel() ** gamma, (rows, idx.ravel())), shape=(n, n))
@@ -33,7 +35,8 @@ def knn_graph(vectors: np.ndarray, k: int, gamma: float, pairs: np.ndarray | Non
 
 def spectral_embedding(graph: sp.csr_matrix, alpha: float, rank: int) -> np.ndarray:
     """``rank`` columns whose inner products approximate ``(1 - alpha) (I - alpha S)^-1`` with its
-    ``rank`` leading eigenpairs, ``S = D^-1/2 W D^-1/2`` (an image with no edge gets a zero row).
+    ``rank`` leading eigenpairs, ``S = D^-1/2 W D^-1/2`` (an image with no edge is a row and column of
+    zeros in ``S``: it keeps only its own eigenvector, of eigenvalue 0).
 
     >>> pairs_of_copies = np.eye(4, dtype=np.float32)[[0, 0, 1, 1]]
     >>> psi = spectral_embedding(knn_graph(pairs_of_copies, k=1, gamma=3.0), alpha=0.9, rank=2)

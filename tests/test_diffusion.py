@@ -88,6 +88,14 @@ def test_diffusion_verifies_the_nearest_neighbours_when_asked(tmp_path):
     assert post.verified_pairs == 1
 
 
+def test_a_pool_of_one_image_keeps_its_row(tmp_path):
+    emb = Embeddings(["n0"], _unit(np.ones((1, 8))), np.ones(1, np.float32))
+    out = PostProcessor(load_recipe(None, ["post.steps=[diffusion]", "post.diffusion.rank=4"]), tmp_path).apply(
+        emb, [Path("0.png")]).vectors
+    assert out.shape == (1, 12)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
 @pytest.mark.parametrize("bad", ["post.diffusion.alpha=1", "post.diffusion.rank=0", "post.diffusion.gamma=0"])
 def test_diffusion_values_out_of_range_are_refused(bad):
     from core.errors import RecipeError
