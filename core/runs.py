@@ -6,6 +6,7 @@ Layout::
     RUN/log.txt          everything logged during the run (skipped files, timings...)
     RUN/metrics.json     the final figures, headed by the run's ``kind`` and the layout's ``schema``
     RUN/metrics.jsonl    one line per epoch or round, for runs that train
+    RUN/queries.csv      each scored query's best target rank, after and before the post steps (eval runs)
     RUN/embeddings/      embeddings.npy, norms.npy, names.json
 """
 
@@ -111,6 +112,11 @@ class RunDir:
         payload = {"kind": self.kind, "schema": METRICS_SCHEMA, **metrics}
         atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
         return path
+
+    @property
+    def queries_file(self) -> Path:
+        """Where an evaluation keeps its per-query ranks (``core.scoring.query_table``)."""
+        return self.path / "queries.csv"
 
     def append_metrics_line(self, record: dict) -> None:
         """Append one JSON line to ``metrics.jsonl`` (the per-epoch history of a training run).

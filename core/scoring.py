@@ -8,9 +8,12 @@ ran, ``raw`` holds the same Hit@k and mAP before them, so a run shows what it ad
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig
 
 from core.backbone import Encoder
@@ -26,7 +29,7 @@ from core.synthetic import SyntheticQueries, make_synthetic_queries
 
 
 def _rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int], list[list[int]], list[str]]:
-    """The set's queries and targets as rows of ``emb`` (skipped images dropped)."""
+    """The set's queries and targets as rows of ``emb`` (skipped images dropped), and their subsets."""
     row = row_index(emb.names)
     queries, targets, subsets = [], [], []
     for q, ts, subset in zip(labeled.queries, labeled.targets, labeled.subsets, strict=True):
@@ -38,19 +41,55 @@ def _rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int
     return queries, targets, subsets
 
 
+def labeled_ranks(pool: Pool, emb: Embeddings) -> dict[str, tuple[list[int], list[str], list[np.ndarray]]]:
+    """Per labeled set: its queries (rows of ``emb``), their subsets and their targets' sorted ranks."""
+    ranked = {}
+    for labeled in pool.labeled:
+        queries, targets, subsets = _rows_of(labeled, pool, emb)
+        ranked[labeled.name] = (queries, subsets, target_ranks(emb.vectors, queries, targets))
+    return ranked
+
+
 def labeled_metrics(pool: Pool, emb: Embeddings) -> tuple[dict, dict]:
     """Per-set metrics (with a ``subsets`` breakdown by the ``set`` column) and the pooled overall."""
     per_set, all_ranks = {}, []
-    for labeled in pool.labeled:
-        queries, targets, subsets = _rows_of(labeled, pool, emb)
-        ranks = target_ranks(emb.vectors, queries, targets)
+    unmatched = {labeled.name: labeled.unmatched for labeled in pool.labeled}
+    for name, (_, subsets, ranks) in labeled_ranks(pool, emb).items():
         all_ranks.extend(ranks)
         groups: dict[str, list[np.ndarray]] = defaultdict(list)
         for subset, r in zip(subsets, ranks, strict=True):
             groups[subset].append(r)
-        per_set[labeled.name] = {**summarize(ranks), "n_unmatched": labeled.unmatched,
-                                 "subsets": {s: summarize(r) for s, r in sorted(groups.items())}}
+        per_set[name] = {**summarize(ranks), "n_unmatched": unmatched[name],
+                         "subsets": {s: summarize(r) for s, r in sorted(groups.items())}}
     return per_set, summarize(all_ranks)
+
+
+def first_ranks(ranks: Sequence[np.ndarray]) -> list[int | None]:
+    """The 0-based rank of each query's best-placed target (None for a query without one)."""
+    return [int(r[0]) if len(r) else None for r in ranks]
+
+
+def query_table(pool: Pool, raw: Embeddings, final: Embeddings | None = None,
+                synthetic: SyntheticScore | None = None) -> pd.DataFrame:
+    """One row per scored query: ``kind`` (labeled or synthetic), ``set``, ``query`` (image name), ``rank``
+    of its best target after the post steps and ``raw_rank`` before them (empty where none ran).
+
+    Runs scored on the same pool share these rows, so ``eval.compare --baseline`` can pair them.
+    """
+    rows = []
+    scored = raw if final is None else final
+    after = labeled_ranks(pool, scored)
+    before = labeled_ranks(pool, raw) if final is not None else after
+    for name, (queries, _, ranks) in after.items():
+        raw_ranks = first_ranks(before[name][2]) if final is not None else [None] * len(ranks)
+        rows += [("labeled", name, scored.names[q], r, rr)
+                 for q, r, rr in zip(queries, first_ranks(ranks), raw_ranks, strict=True)]
+    if synthetic is not None:
+        raw_ranks = synthetic.raw_ranks or [None] * len(synthetic.ranks)
+        rows += [("synthetic", "synthetic", n, r, rr)
+                 for n, r, rr in zip(synthetic.names, synthetic.ranks, raw_ranks, strict=True)]
+    table = pd.DataFrame(rows, columns=["kind", "set", "query", "rank", "raw_rank"])
+    return table.astype({"rank": "Int64", "raw_rank": "Int64"})
 
 
 def headline(figures: dict) -> dict:
@@ -79,9 +118,19 @@ def by_condition(ranks: list[np.ndarray], conditions: list[list[str]]) -> dict[s
     return {c: summarize([r for r, q in zip(ranks, conditions, strict=True) if c in q]) for c in shown}
 
 
+@dataclass
+class SyntheticScore:
+    """Synthetic photos' figures (``metrics.json``'s ``synthetic``) and each photo's best target rank."""
+
+    figures: dict
+    names: list[str]
+    ranks: list[int | None]
+    raw_ranks: list[int | None] | None = None
+
+
 def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings, embed_cfg,
                     save_to: Path | None = None, post: PostProcessor | None = None,
-                    pool_paths: list[Path] | None = None) -> dict:
+                    pool_paths: list[Path] | None = None) -> SyntheticScore:
     """Hit@k of the synthetic photos, each ranked against ``emb`` (rows = its sources) and each other.
 
     With ``post``, the photos join the pool (files ``pool_paths``) before its steps, as any image would,
@@ -94,19 +143,23 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
     joint = Embeddings.concat([emb, syn]).gated(gate_margin(embed_cfg))
     rows = list(range(len(emb), len(emb) + len(syn)))
     targets = [[s] for s in queries.sources]
-    raw = None
+    raw, raw_ranks = None, None
     if post is not None and post.active:
         raw_ranks = target_ranks(joint.vectors, rows, targets)
         raw = {**headline(summarize(raw_ranks)),
                "conditions": {c: headline(f) for c, f in by_condition(raw_ranks, queries.conditions).items()}}
         joint = post.apply(joint, [*(pool_paths or []), *queries.paths], save=False)
     ranks = target_ranks(joint.vectors, rows, targets)
-    return {**summarize(ranks), **({"raw": raw} if raw else {}), "conditions": by_condition(ranks, queries.conditions),
-            "stats": pair_stats(joint.vectors, rows, list(queries.sources))}
+    figures = {**summarize(ranks), **({"raw": raw} if raw else {}),
+               "conditions": by_condition(ranks, queries.conditions),
+               "stats": pair_stats(joint.vectors, rows, list(queries.sources))}
+    return SyntheticScore(figures, list(queries.names), first_ranks(ranks),
+                          first_ranks(raw_ranks) if raw_ranks is not None else None)
 
 
 def synthetic_metrics(recipe: DictConfig, run: RunDir, pool_paths: list[Path], emb: Embeddings,
-                      encoder: Encoder, reader: ImageReader, post: PostProcessor | None = None) -> dict | None:
+                      encoder: Encoder, reader: ImageReader,
+                      post: PostProcessor | None = None) -> SyntheticScore | None:
     """Make the recipe's held-out synthetic photos of pool images and score them (None if disabled).
 
     ``pool_paths`` are the files of ``emb``'s rows, in order.

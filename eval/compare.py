@@ -1,8 +1,13 @@
-"""python -m eval.compare RUN_DIR [RUN_DIR ...] [--sort COLUMN] [--out DIR]
+"""python -m eval.compare RUN_DIR [RUN_DIR ...] [--sort COLUMN] [--baseline RUN_DIR [--k K]] [--out DIR]
 
 One row per run: what differs between the recipes, Hit@1/3/10 per evaluation set and overall,
 synthetic-query Hit@3, embedding statistics and wall time; printed sorted, and written as CSV,
 Markdown, a Hit@3 bar chart and (for runs that trained) overlaid training curves.
+
+With ``--baseline``, evaluation runs are also paired query by query with that one (their
+``queries.csv``): the Hit@k difference on the labeled and on the synthetic queries, its 95% interval,
+the queries gained and lost and McNemar's p (``core.paired``), e.g. ``+0.036 [+0.007, +0.071] +5/-0
+p=0.062``. A few queries of 140 is within what chance moves; the interval says whether it is.
 
 Evaluation runs (``python -m eval``) are scored on their whole pool; training runs
 (``python -m ssl.pretrain``) show their last per-epoch evaluation, on the smaller monitoring pool:
@@ -21,9 +26,10 @@ from omegaconf import OmegaConf
 
 from adapt.config import PseudolabelRecipe
 from core.atomic import atomic_write_text
-from core.errors import CuratorError, MissingInputError, command_line
+from core.errors import CuratorError, MissingInputError, RecipeError, command_line
 from core.figures import plt, save_png
 from core.metrics import HIT_KEYS
+from core.paired import paired_difference
 from core.recipe import Recipe, flat_keys, load_recipe, to_dict
 from core.runs import RunDir
 from ssl.config import PretrainRecipe
@@ -108,21 +114,62 @@ def _recipe(path: Path, kind: str) -> dict:
         return flat_keys(OmegaConf.to_container(OmegaConf.load(snapshot)))
 
 
-def compare_runs(paths: list[Path], sort: str = "hit@3") -> pd.DataFrame:
-    """The comparison table, sorted by ``sort`` (best first)."""
+def compare_runs(paths: list[Path], sort: str = "hit@3", baseline: Path | None = None, k: int = 3) -> pd.DataFrame:
+    """The comparison table, sorted by ``sort`` (best first); with ``baseline``, each run paired with it."""
     rows = [load_run(p) for p in paths]
+    if baseline is not None:
+        pair_with(rows, paths, baseline, k)
     recipes = [_recipe(p, row["kind"]) for p, row in zip(paths, rows, strict=True)]
     # Keys every recipe has (training recipes have sections evaluation recipes lack: "kind" says so).
     keys = sorted(set.intersection(*(set(r) for r in recipes))) if recipes else []
-    differing = [k for k in keys if not k.startswith(IGNORED_KEYS)
-                 and len({json.dumps(r.get(k), sort_keys=True) for r in recipes}) > 1]
+    differing = [key for key in keys if not key.startswith(IGNORED_KEYS)
+                 and len({json.dumps(r.get(key), sort_keys=True) for r in recipes}) > 1]
     for row, recipe in zip(rows, recipes, strict=True):
-        row["differs"] = ", ".join(f"{k}={recipe.get(k)}" for k in differing)
+        row["differs"] = ", ".join(f"{key}={recipe.get(key)}" for key in differing)
     table = pd.DataFrame(rows)
+    table = table[[c for c in table.columns if c != "differs"] + ["differs"]]  # the long column last
     if sort not in table.columns:
         raise MissingInputError(f"--sort {sort!r} is not a column; columns: {', '.join(table.columns)}")
     ascending = sort in ("run", "kind", "differs", "time_s")
     return table.sort_values(sort, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def read_queries(path: Path) -> pd.DataFrame | None:
+    """An evaluation run's per-query ranks (``queries.csv``), or None where it has none."""
+    file = RunDir(path).queries_file
+    return pd.read_csv(file, dtype={"set": str, "query": str}) if file.is_file() else None
+
+
+def paired_columns(base: pd.DataFrame, run: pd.DataFrame, k: int) -> dict[str, str]:
+    """``run`` against ``base`` on the queries both ranked, labeled and synthetic apart, Hit@``k``."""
+    columns = {}
+    for kind, label in (("labeled", f"vs base hit@{k}"), ("synthetic", f"vs base synthetic hit@{k}")):
+        both = base[base["kind"] == kind].merge(run[run["kind"] == kind], on=["set", "query"],
+                                                suffixes=("_base", "_run")).dropna(subset=["rank_base", "rank_run"])
+        if len(both):
+            diff = paired_difference(both["rank_base"].to_numpy() < k, both["rank_run"].to_numpy() < k)
+            columns[label] = str(diff)
+    return columns or {f"vs base hit@{k}": "no query in common"}
+
+
+def pair_with(rows: list[dict], paths: list[Path], baseline: Path, k: int) -> None:
+    """Add to each row its run's paired columns against ``baseline`` (query by query)."""
+    base_pool = read_metrics(baseline).get("pool_size")
+    base = read_queries(baseline)
+    if base is None:
+        raise MissingInputError(f"--baseline {baseline} has no queries.csv: only python -m eval runs write one "
+                                "(and none made before it did). Fix: evaluate that model again with python -m eval, "
+                                "or pass a run that has one")
+    for row, path in zip(rows, paths, strict=True):
+        queries = read_queries(path)
+        if path.resolve() == baseline.resolve():
+            row.update({f"vs base hit@{k}": "baseline", f"vs base synthetic hit@{k}": "baseline"})
+        elif queries is None:
+            row[f"vs base hit@{k}"] = "no queries.csv"
+        else:
+            row.update(paired_columns(base, queries, k))
+            if row["pool"] != base_pool:  # the same queries against other distractors: say so
+                row[f"vs base hit@{k}"] += f" (pool {row['pool']} vs {base_pool})"
 
 
 def plot_hit3(table: pd.DataFrame, out: Path) -> Path:
@@ -180,12 +227,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (e.g. runs/*)")
     parser.add_argument("--sort", default="hit@3", help="column to sort by (best first), e.g. 'synthetic hit@3'")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder for CSV, Markdown, PNGs")
+    parser.add_argument("--baseline", type=Path, help="an evaluation run to pair every other run with, query by query")
+    parser.add_argument("--k", type=int, default=3, help="the Hit@k that --baseline pairs (default 3)")
     args = parser.parse_args(argv)
     # A shell glob (runs/*) also matches files and folders that are not runs: keep the runs.
     paths = [p for p in args.runs if p.is_dir() and ((p / "metrics.json").is_file() or len(args.runs) == 1)]
     if not paths:
         raise MissingInputError(f"none of {[str(p) for p in args.runs]} is a run directory with metrics.json")
-    table = compare_runs(paths, args.sort)
+    if args.k < 1:
+        raise RecipeError(f"--k {args.k}: Hit@k needs k >= 1. Fix: --k 3 (the competition's measure)")
+    table = compare_runs(paths, args.sort, args.baseline, args.k)
     written = write_outputs(table, paths, args.out)
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -8,6 +8,7 @@ import time
 
 from omegaconf import DictConfig
 
+from core.atomic import atomic_write_text
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import embed_images, recipe_reader
 from core.metrics import METRICS
@@ -15,7 +16,7 @@ from core.pool import recipe_pool
 from core.post import PostProcessor
 from core.recipe import to_dict
 from core.runs import RunDir
-from core.scoring import labeled_scores, post_applied, synthetic_metrics
+from core.scoring import labeled_scores, post_applied, query_table, synthetic_metrics
 from core.seeding import seed_everything
 from core.stats import embedding_stats
 
@@ -25,7 +26,8 @@ METRIC_KEYS = (*METRICS, "n_queries")
 
 
 def evaluate(recipe: DictConfig) -> dict:
-    """Embed the recipe's pool, score it, write ``metrics.json`` in the run directory; return it."""
+    """Embed the recipe's pool, score it, write ``metrics.json`` and ``queries.csv`` in the run directory;
+    return the metrics."""
     started = time.perf_counter()
     seed_everything(int(recipe.seed))
     run = RunDir.create(recipe, "evaluate")
@@ -49,7 +51,7 @@ def evaluate(recipe: DictConfig) -> dict:
         metrics = {
             **overall,
             "sets": per_set,
-            "synthetic": synthetic,
+            "synthetic": synthetic.figures if synthetic else None,
             "stats": embedding_stats(final.vectors, final.norms, final.names),
             "post": {"steps": list(recipe.post.steps), "time_s": post.timings,
                      "verified_pairs": post.verified_pairs} if post.active else None,
@@ -62,6 +64,8 @@ def evaluate(recipe: DictConfig) -> dict:
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "run_dir": str(run.path),
         }
+        # Per query, so that runs scored on the same pool can be paired (eval.compare --baseline).
+        atomic_write_text(run.queries_file, query_table(pool, emb, processed, synthetic).to_csv(index=False))
         run.write_metrics(metrics)
         return metrics
 

@@ -81,7 +81,7 @@ class EvalMonitor(pl.Callback):
         post = PostProcessor(self.recipe)
         processed = post_applied(post, emb, paths)
         per_set, overall = labeled_scores(self.pool, emb, processed) if self.pool.labeled else ({}, None)
-        synthetic = (score_synthetic(encoder, self.queries, emb, cfg, post=post, pool_paths=paths)
+        synthetic = (score_synthetic(encoder, self.queries, emb, cfg, post=post, pool_paths=paths).figures
                      if self.queries else None)
         stats = embedding_stats(emb.vectors, emb.norms)
         record = {"epoch": epoch, "step": step, "loss": loss, **(logged or {}),

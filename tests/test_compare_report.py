@@ -69,6 +69,42 @@ def test_compare_reads_each_run_by_its_kind(two_runs, tmp_path):
     assert result.returncode == 2 and "submit run, which has no scores" in result.stderr
 
 
+def test_queries_csv_holds_every_scored_query_and_compare_pairs_runs_with_a_baseline(two_runs, tmp_path):
+    runs = {name: two_runs / name for name in ("plain", "whitened")}
+    tables = {name: pd.read_csv(run / "queries.csv") for name, run in runs.items()}
+    for name, run in runs.items():
+        metrics, table = json.loads((run / "metrics.json").read_text()), tables[name]
+        labeled, synthetic = table[table["kind"] == "labeled"], table[table["kind"] == "synthetic"]
+        assert len(labeled) == metrics["n_queries"] + 2 and len(synthetic) == 5
+        assert labeled["rank"].isna().sum() == 2  # the sample's two photos of paintings not in the pool
+        labeled = labeled.dropna(subset=["rank"])
+        # The ranks give back the headline figures, after the post steps and (where steps ran) before.
+        assert (labeled["rank"] < 3).mean() == pytest.approx(metrics["hit@3"])
+        assert (synthetic["rank"] < 3).mean() == pytest.approx(metrics["synthetic"]["hit@3"])
+    assert tables["plain"]["raw_rank"].isna().all()
+    labeled = tables["whitened"][tables["whitened"]["kind"] == "labeled"].dropna(subset=["rank"])
+    whitened = json.loads((runs["whitened"] / "metrics.json").read_text())
+    assert (labeled["raw_rank"] < 3).mean() == pytest.approx(whitened["raw"]["hit@3"])
+
+    old = tmp_path / "old"  # an evaluation written before queries.csv existed
+    shutil.copytree(runs["plain"], old)
+    (old / "queries.csv").unlink()
+    table = compare_runs([runs["plain"], runs["whitened"], old], baseline=runs["plain"]).set_index("run")
+    assert table.loc["plain", "vs base hit@3"] == "baseline" and table.loc["old", "vs base hit@3"] == "no queries.csv"
+    paired = table.loc["whitened", "vs base hit@3"]
+    diff, gained, lost = re.fullmatch(r"([+-][\d.]+) \[.*\] \+(\d+)/-(\d+) p=.*", paired).groups()
+    n = len(labeled)
+    assert float(diff) == pytest.approx(table.loc["whitened", "hit@3"] - table.loc["plain", "hit@3"], abs=5e-4)
+    assert (int(gained) - int(lost)) / n == pytest.approx(float(diff), abs=5e-4)
+    assert table.loc["whitened", "vs base synthetic hit@3"].endswith(tuple("0123456789"))
+
+    result = run_cli("eval.compare", str(runs["whitened"]), "--baseline", str(old), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "no queries.csv" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("eval.compare", str(runs["plain"]), str(runs["whitened"]), "--baseline", str(runs["plain"]),
+                     "--k", "1", "--out", str(tmp_path / "o"))
+    assert result.returncode == 0 and "vs base hit@1" in result.stdout, result.stderr
+
+
 def test_compare_rejects_a_folder_without_metrics(tmp_path):
     result = run_cli("eval.compare", str(tmp_path))
     assert result.returncode == 2 and "metrics.json" in result.stderr

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from core.metrics import average_precision, summarize, target_ranks
+from core.paired import paired_difference
 from core.stats import effective_rank, explained_variance, hubness, pair_stats
 
 # Row 0 is the query; rows 1..4 have cosines 0.9, 0.8, 0.7, 0.6 with it.
@@ -76,3 +77,22 @@ def test_effective_rank_and_explained_variance_of_a_line_and_a_plane():
     plane = np.hstack([np.cos(np.linspace(0, 2 * np.pi, 200, endpoint=False))[:, None],
                        np.sin(np.linspace(0, 2 * np.pi, 200, endpoint=False))[:, None], np.zeros((200, 2))])
     assert effective_rank(plane) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_paired_difference_counts_discordant_queries_and_brackets_the_difference():
+    base = np.zeros(140, bool)
+    base[:120] = True
+    run = base.copy()
+    run[120:125] = True  # five queries only the run finds
+    d = paired_difference(base, run)
+    assert (d.n, d.gained, d.lost) == (140, 5, 0) and d.diff == pytest.approx(5 / 140)
+    assert d.p == pytest.approx(2 / 2 ** 5)  # McNemar exact: 5 of 5 discordant go one way
+    assert 0 <= d.low <= d.diff <= d.high and d == paired_difference(base, run)  # seeded: reproducible
+    run[:3] = False  # three lost: the interval now reaches below zero
+    d = paired_difference(base, run)
+    assert (d.gained, d.lost) == (5, 3) and d.low < 0 < d.high and d.p > 0.5
+    same = paired_difference(base, base)
+    assert (same.diff, same.low, same.high, same.p) == (0, 0, 0, 1)
+    assert str(d).startswith("+0.014 [") and str(d).endswith("+5/-3 p=0.73")
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_difference(base, run[:10])
