@@ -1,6 +1,7 @@
 #!/bin/bash
 # Stage-1 acceptance runs on mcv-museum + 3,000 distractors (commands quoted in the closing note);
-# python -m eval.compare runs/stage1/eval-* puts them side by side, before and after whitening.
+# python -m eval.compare runs/stage1/eval-* --baseline runs/stage1/eval-zeroshot puts them side by side,
+# before and after whitening, each paired with zero-shot query by query (95% interval, McNemar's p).
 # RUNS="dino dino-small" picks configurations (default: all); the zero-shot evaluation always runs;
 # STUDENTS=1 also scores every DINO run's student (runs/stage1/eval-RUN-student).
 cd "$(dirname "$0")/.." && source .venv/bin/activate
