@@ -140,10 +140,19 @@ def read_queries(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(file, dtype={"set": str, "query": str}) if file.is_file() else None
 
 
-def paired_columns(base: pd.DataFrame, run: pd.DataFrame, k: int) -> dict[str, str]:
-    """``run`` against ``base`` on the queries both ranked, labeled and synthetic apart, Hit@``k``."""
+# Synthetic photos are named by their order (synthetic/syn_00000.jpg): two runs hold the same photos
+# under the same names only where these keys agree.
+SYNTHETIC_KEYS = ("synthetic.num_queries", "synthetic.seed", "synthetic.style")
+
+
+def paired_columns(base: pd.DataFrame, run: pd.DataFrame, k: int, same_photos: bool = True) -> dict[str, str]:
+    """``run`` against ``base`` on the queries both ranked, labeled and synthetic apart, Hit@``k``;
+    ``same_photos``: whether the two runs' synthetic photos are the same ones."""
     columns = {}
     for kind, label in (("labeled", f"vs base hit@{k}"), ("synthetic", f"vs base synthetic hit@{k}")):
+        if kind == "synthetic" and not same_photos:
+            columns[label] = "other photos (" + ", ".join(SYNTHETIC_KEYS) + " differ)"
+            continue
         both = base[base["kind"] == kind].merge(run[run["kind"] == kind], on=["set", "query"],
                                                 suffixes=("_base", "_run")).dropna(subset=["rank_base", "rank_run"])
         if len(both):
@@ -154,7 +163,8 @@ def paired_columns(base: pd.DataFrame, run: pd.DataFrame, k: int) -> dict[str, s
 
 def pair_with(rows: list[dict], paths: list[Path], baseline: Path, k: int) -> None:
     """Add to each row its run's paired columns against ``baseline`` (query by query)."""
-    base_pool = read_metrics(baseline).get("pool_size")
+    base_metrics = read_metrics(baseline)
+    base_pool, base_recipe = base_metrics.get("pool_size"), _recipe(baseline, base_metrics["kind"])
     base = read_queries(baseline)
     if base is None:
         raise MissingInputError(f"--baseline {baseline} has no queries.csv: only python -m eval runs write one "
@@ -167,7 +177,9 @@ def pair_with(rows: list[dict], paths: list[Path], baseline: Path, k: int) -> No
         elif queries is None:
             row[f"vs base hit@{k}"] = "no queries.csv"
         else:
-            row.update(paired_columns(base, queries, k))
+            recipe = _recipe(path, row["kind"])
+            same_photos = all(recipe.get(key) == base_recipe.get(key) for key in SYNTHETIC_KEYS)
+            row.update(paired_columns(base, queries, k, same_photos))
             if row["pool"] != base_pool:  # the same queries against other distractors: say so
                 row[f"vs base hit@{k}"] += f" (pool {row['pool']} vs {base_pool})"
 

@@ -98,6 +98,14 @@ def test_queries_csv_holds_every_scored_query_and_compare_pairs_runs_with_a_base
     assert (int(gained) - int(lost)) / n == pytest.approx(float(diff), abs=5e-4)
     assert table.loc["whitened", "vs base synthetic hit@3"].endswith(tuple("0123456789"))
 
+    reseeded = tmp_path / "reseeded"  # other synthetic photos under the same names: not paired
+    shutil.copytree(runs["whitened"], reseeded)
+    recipe = (reseeded / "recipe.yaml").read_text()
+    (reseeded / "recipe.yaml").write_text(re.sub(r"(synthetic:\n(?:  .*\n)*?  seed: )0", r"\g<1>7", recipe))
+    table = compare_runs([reseeded], baseline=runs["plain"]).set_index("run")
+    assert table.loc["reseeded", "vs base synthetic hit@3"].startswith("other photos")
+    assert table.loc["reseeded", "vs base hit@3"] == paired
+
     result = run_cli("eval.compare", str(runs["whitened"]), "--baseline", str(old), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "no queries.csv" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("eval.compare", str(runs["plain"]), str(runs["whitened"]), "--baseline", str(runs["plain"]),
