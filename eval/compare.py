@@ -181,7 +181,8 @@ def pair_with(rows: list[dict], paths: list[Path], baseline: Path, k: int) -> No
             same_photos = all(recipe.get(key) == base_recipe.get(key) for key in SYNTHETIC_KEYS)
             row.update(paired_columns(base, queries, k, same_photos))
             if row["pool"] != base_pool:  # the same queries against other distractors: say so
-                row[f"vs base hit@{k}"] += f" (pool {row['pool']} vs {base_pool})"
+                label = f"vs base hit@{k}"
+                row[label] = f"{row.get(label, '-')} (pool {row['pool']} vs {base_pool})"
 
 
 def plot_hit3(table: pd.DataFrame, out: Path) -> Path:

@@ -102,9 +102,12 @@ def test_queries_csv_holds_every_scored_query_and_compare_pairs_runs_with_a_base
     shutil.copytree(runs["whitened"], reseeded)
     recipe = (reseeded / "recipe.yaml").read_text()
     (reseeded / "recipe.yaml").write_text(re.sub(r"(synthetic:\n(?:  .*\n)*?  seed: )0", r"\g<1>7", recipe))
+    metrics = json.loads((reseeded / "metrics.json").read_text())
+    (reseeded / "metrics.json").write_text(json.dumps({**metrics, "pool_size": metrics["pool_size"] + 1}))
     table = compare_runs([reseeded], baseline=runs["plain"]).set_index("run")
     assert table.loc["reseeded", "vs base synthetic hit@3"].startswith("other photos")
-    assert table.loc["reseeded", "vs base hit@3"] == paired
+    n_pool = metrics["pool_size"]
+    assert table.loc["reseeded", "vs base hit@3"] == f"{paired} (pool {n_pool + 1} vs {n_pool})"
 
     result = run_cli("eval.compare", str(runs["whitened"]), "--baseline", str(old), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "no queries.csv" in result.stderr and "Traceback" not in result.stderr
