@@ -28,7 +28,7 @@ from core.stats import pair_stats
 from core.synthetic import SyntheticQueries, make_synthetic_queries
 
 
-def _rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int], list[list[int]], list[str]]:
+def rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int], list[list[int]], list[str]]:
     """The set's queries and targets as rows of ``emb`` (skipped images dropped), and their subsets."""
     row = row_index(emb.names)
     queries, targets, subsets = [], [], []
@@ -45,7 +45,7 @@ def labeled_ranks(pool: Pool, emb: Embeddings) -> dict[str, tuple[list[int], lis
     """Per labeled set: its queries (rows of ``emb``), their subsets and their targets' sorted ranks."""
     ranked = {}
     for labeled in pool.labeled:
-        queries, targets, subsets = _rows_of(labeled, pool, emb)
+        queries, targets, subsets = rows_of(labeled, pool, emb)
         ranked[labeled.name] = (queries, subsets, target_ranks(emb.vectors, queries, targets))
     return ranked
 
@@ -79,9 +79,9 @@ def query_table(pool: Pool, raw: Embeddings, final: Embeddings | None = None,
     rows = []
     scored = raw if final is None else final
     after = labeled_ranks(pool, scored)
-    before = labeled_ranks(pool, raw) if final is not None else after
+    before = labeled_ranks(pool, raw) if final is not None else None
     for name, (queries, _, ranks) in after.items():
-        raw_ranks = first_ranks(before[name][2]) if final is not None else [None] * len(ranks)
+        raw_ranks = first_ranks(before[name][2]) if before is not None else [None] * len(ranks)
         rows += [("labeled", name, scored.names[q], r, rr)
                  for q, r, rr in zip(queries, first_ranks(ranks), raw_ranks, strict=True)]
     if synthetic is not None:

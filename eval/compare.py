@@ -117,9 +117,9 @@ def _recipe(path: Path, kind: str) -> dict:
 def compare_runs(paths: list[Path], sort: str = "hit@3", baseline: Path | None = None, k: int = 3) -> pd.DataFrame:
     """The comparison table, sorted by ``sort`` (best first); with ``baseline``, each run paired with it."""
     rows = [load_run(p) for p in paths]
-    if baseline is not None:
-        pair_with(rows, paths, baseline, k)
     recipes = [_recipe(p, row["kind"]) for p, row in zip(paths, rows, strict=True)]
+    if baseline is not None:
+        pair_with(rows, paths, recipes, baseline, k)
     # Keys every recipe has (training recipes have sections evaluation recipes lack: "kind" says so).
     keys = sorted(set.intersection(*(set(r) for r in recipes))) if recipes else []
     differing = [key for key in keys if not key.startswith(IGNORED_KEYS)
@@ -161,8 +161,9 @@ def paired_columns(base: pd.DataFrame, run: pd.DataFrame, k: int, same_photos: b
     return columns or {f"vs base hit@{k}": "no query in common"}
 
 
-def pair_with(rows: list[dict], paths: list[Path], baseline: Path, k: int) -> None:
-    """Add to each row its run's paired columns against ``baseline`` (query by query)."""
+def pair_with(rows: list[dict], paths: list[Path], recipes: list[dict], baseline: Path, k: int) -> None:
+    """Add to each row its run's paired columns against ``baseline`` (query by query); ``recipes``: the
+    runs' flat recipes."""
     base_metrics = read_metrics(baseline)
     base_pool, base_recipe = base_metrics.get("pool_size"), _recipe(baseline, base_metrics["kind"])
     base = read_queries(baseline)
@@ -170,14 +171,13 @@ def pair_with(rows: list[dict], paths: list[Path], baseline: Path, k: int) -> No
         raise MissingInputError(f"--baseline {baseline} has no queries.csv: only python -m eval runs write one "
                                 "(and none made before it did). Fix: evaluate that model again with python -m eval, "
                                 "or pass a run that has one")
-    for row, path in zip(rows, paths, strict=True):
+    for row, path, recipe in zip(rows, paths, recipes, strict=True):
         queries = read_queries(path)
         if path.resolve() == baseline.resolve():
             row.update({f"vs base hit@{k}": "baseline", f"vs base synthetic hit@{k}": "baseline"})
         elif queries is None:
             row[f"vs base hit@{k}"] = "no queries.csv"
         else:
-            recipe = _recipe(path, row["kind"])
             same_photos = all(recipe.get(key) == base_recipe.get(key) for key in SYNTHETIC_KEYS)
             row.update(paired_columns(base, queries, k, same_photos))
             if row["pool"] != base_pool:  # the same queries against other distractors: say so
