@@ -29,9 +29,10 @@ from core.figures import plt, save_png
 from core.images import ImageReader, shrink_to
 from core.metrics import target_ranks
 from core.photosim import CONDITIONS
-from core.pool import Pool, recipe_pool, row_index
+from core.pool import Pool, recipe_pool
 from core.post import PostProcessor
 from core.recipe import load_recipe
+from core.scoring import rows_of
 from core.search import topk
 from core.stats import hubness
 from core.synthetic import load_synthetic_queries
@@ -109,11 +110,8 @@ def rank_queries(emb: Embeddings, queries: list[tuple[str, str, int, list[int]]]
 
 def query_results(pool: Pool, emb: Embeddings, k: int) -> list[QueryResult]:
     """Every labeled query's top-k (see :func:`rank_queries`)."""
-    row = row_index(emb.names)
-    queries = [(labeled.name, subset, row[pool.names[q]], [row[pool.names[t]] for t in ts if pool.names[t] in row])
-               for labeled in pool.labeled
-               for q, ts, subset in zip(labeled.queries, labeled.targets, labeled.subsets, strict=True)
-               if pool.names[q] in row]
+    queries = [(labeled.name, subset, q, ts) for labeled in pool.labeled
+               for q, ts, subset in zip(*rows_of(labeled, pool, emb), strict=True)]
     return rank_queries(emb, queries, k)
 
 
