@@ -8,17 +8,16 @@ from omegaconf import DictConfig
 
 from adapt.mining import MiningConfig
 from core.errors import RecipeError
+from core.options import option
 from ssl.config import TrainingRecipe
 
 
 @dataclass
 class PseudolabelRecipe(TrainingRecipe):
-    rounds: int = 2
+    rounds: int = option(2, ge=1)
     mining: MiningConfig = field(default_factory=MiningConfig)
 
     @staticmethod
     def validate(cfg: DictConfig) -> None:
         if cfg.method != "simclr":
             raise RecipeError(f"method={cfg.method!r}: stage 2 refines with the contrastive (simclr) loss on pairs")
-        if cfg.rounds < 1:
-            raise RecipeError("rounds must be at least 1")

@@ -33,6 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from core.atomic import atomic_write_text
+from core.options import option
 from core.pool import row_index
 from core.search import is_mutual, topk
 from core.verify import Verifier
@@ -42,15 +43,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MiningConfig:
-    min_similarity: float = 0.5
-    min_margin: float = 0.0
-    duplicate_similarity: float = 0.995
-    k_reciprocal: int = 0
-    min_shared: float = 0.3
+    min_similarity: float = option(0.5, ge=-1, le=1)
+    min_margin: float = option(0.0, ge=0)
+    duplicate_similarity: float = option(0.995, ge=-1, le=1)
+    k_reciprocal: int = option(0, ge=0)
+    min_shared: float = option(0.3, ge=0, le=1)
     verify: bool = False
-    min_inliers: int = 25
-    verify_max_side: int = 512
-    trust_unverified_at: float | None = None  # None: verified candidates only
+    min_inliers: int = option(25, ge=0)
+    verify_max_side: int = option(512, ge=64)
+    trust_unverified_at: float | None = option(None, ge=0, le=1)  # None: verified candidates only
 
 
 def mine_pairs(vectors: np.ndarray, names: Sequence[str], paths: Sequence[Path], cfg,

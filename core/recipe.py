@@ -18,11 +18,12 @@ from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, OmegaConfBaseException
 
 from core.backbone import POOLINGS, ModelConfig
 from core.embed import COMBINES, PRECISIONS, TURNS
 from core.errors import MissingInputError, RecipeError
+from core.options import check_ranges, option
 from core.post import POST_STEPS
 from core.preprocess import RESIZE_POLICIES
 from core.synthetic import STYLES as SYNTHETIC_STYLES
@@ -31,8 +32,8 @@ from core.tuning import TUNE_MODES
 
 @dataclass
 class EmbedConfig:
-    batch_size: int = 32
-    num_workers: int = 2
+    batch_size: int = option(32, ge=1)
+    num_workers: int = option(2, ge=0)
     flip: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
     # Quarter-turn TTA: the mean of the embeddings of these turns (clockwise degrees); [0, 90, 180, 270]
@@ -44,7 +45,7 @@ class EmbedConfig:
     # A photo of several paintings side by side: the crop view is the normalised sum of up to this
     # many paintings' embeddings. 1 (the largest only) measured best for Hit@3 (README, "Turned and
     # framed photos"); 3 finds more of a photo's paintings in its top 3.
-    max_paintings: int = 1
+    max_paintings: int = option(1, ge=1)
     # How an image's views become one embedding: "mean" (averaged), or "gate": the image as it is,
     # unless another view's nearest image in the pool is closer by more than gate_margin (core.gate).
     combine: str = "mean"
@@ -67,7 +68,7 @@ class DataConfig:
     skip_corrupt: bool = False
     # Folder for a resized copy of every decoded image; null disables the cache.
     cache_dir: str | None = None
-    cache_max_side: int = 512
+    cache_max_side: int = option(512, ge=32)
     # With no data given, run on the synthetic sample museum generated here.
     sample_dir: str = "${oc.env:CURATOR_CACHE,.curator}/sample-museum"
 
@@ -75,8 +76,8 @@ class DataConfig:
 @dataclass
 class SyntheticConfig:
     # Held-out synthetic visitor photos made from pool images; 0 disables them.
-    num_queries: int = 100
-    seed: int = 0
+    num_queries: int = option(100, ge=0)
+    seed: int = option(0, ge=0)
     # "queries": as the real competition queries look (quarter turns, tilt in pale padding, zoom-ins,
     # dim light, low resolution, a third on walls), with Hit@k per condition; "classic": the wall
     # and frame photos only (what synthetic figures measured before this option used).
@@ -86,12 +87,12 @@ class SyntheticConfig:
 @dataclass
 class WhitenConfig:
     # Output dimension (PCA truncation); null keeps every dimension (then whitening is a ZCA map).
-    dim: int | None = None
+    dim: int | None = option(None, ge=1)
     # Weight of the identity against the pool's covariance, for pools small next to the dimension: auto
     # (Ledoit-Wolf's estimate: ~0.003 for 3,437 images in 384-d, 0.05-0.09 for 242) or a number in [0, 1].
     shrinkage: str = "auto"
     # Scale each component by eigenvalue^-power: 0.5 whitens fully, 0 only centres and rotates.
-    power: float = 0.5
+    power: float = option(0.5, ge=0, le=1)
     # A whiten.npz saved by an earlier run: apply it instead of fitting on this pool.
     load: str | None = None
 
@@ -99,33 +100,33 @@ class WhitenConfig:
 @dataclass
 class LearnedWhitenConfig:
     # Weight of the pool's covariance against the pseudo pairs' differences (1: PCA whitening).
-    shrinkage: float = 0.5
+    shrinkage: float = option(0.5, gt=0, le=1)
     # Keep the whitened pool's leading principal directions; null keeps every dimension.
-    dim: int | None = None
+    dim: int | None = option(None, ge=1)
     # Pseudo pairs: mutual nearest neighbours after PCA whitening with at least this cosine; auto: 3
     # robust standard deviations above the median nearest-neighbour cosine of unpaired images (chance).
     min_similarity: str = "auto"
     # Keep only pairs with at least min_inliers RANSAC-homography inliers (SIFT at max_side pixels).
     verify: bool = False
-    min_inliers: int = 25
-    max_side: int = 512
+    min_inliers: int = option(25, ge=0)
+    max_side: int = option(512, ge=64)
 
 
 @dataclass
 class NeighbourConfig:
     # Average each embedding with its k nearest neighbours, weighted by similarity^alpha.
-    k: int = 2
-    alpha: float = 3.0
+    k: int = option(2, ge=1)
+    alpha: float = option(3.0, ge=0)
 
 
 @dataclass
 class FusionConfig:
     # Candidates: each image's k nearest neighbours; a pair is verified with at least min_inliers
     # RANSAC-homography inliers, and then both embeddings move towards each other by weight.
-    k: int = 3
-    min_inliers: int = 25
-    weight: float = 0.5
-    max_side: int = 512
+    k: int = option(3, ge=1)
+    min_inliers: int = option(25, ge=0)
+    weight: float = option(0.5, ge=0, le=1)
+    max_side: int = option(512, ge=64)
 
 
 @dataclass
@@ -133,25 +134,25 @@ class DiffusionConfig:
     # The graph: each image's k nearest neighbours, edges weighted max(cosine, 0)^gamma; with verify,
     # each image's verify_k nearest are matched and pairs with at least min_inliers RANSAC inliers
     # (SIFT at max_side pixels) get the full weight 1 (a match per pair: slow, as fusion is).
-    k: int = 10
-    gamma: float = 3.0
+    k: int = option(10, ge=1)
+    gamma: float = option(3.0, gt=0)
     verify: bool = False
-    verify_k: int = 3
-    min_inliers: int = 25
-    max_side: int = 512
+    verify_k: int = option(3, ge=1)
+    min_inliers: int = option(25, ge=0)
+    max_side: int = option(512, ge=64)
     # Diffusion's restart: near 1 spreads further along the graph.
-    alpha: float = 0.99
+    alpha: float = option(0.99, gt=0, lt=1)
     # Eigenpairs kept: the diffusion block's width (the output grows by this many dimensions).
-    rank: int = 256
+    rank: int = option(256, ge=1)
     # Weight of the diffusion block against the input embedding's (1.0): cosines add with weight^2.
-    weight: float = 1.0
+    weight: float = option(1.0, ge=0)
 
 
 @dataclass
 class ConcatBlock(ModelConfig):
     """Another model (or pooling) whose embedding is appended, normalised, scaled by weight."""
 
-    weight: float = 1.0
+    weight: float = option(1.0, ge=0)
 
 
 @dataclass
@@ -160,7 +161,7 @@ class PostConfig:
 
     steps: list[str] = field(default_factory=list)
     # Weight of the recipe's own model in a concatenation.
-    weight: float = 1.0
+    weight: float = option(1.0, ge=0)
     concat: list[ConcatBlock] = field(default_factory=list)
     whiten: WhitenConfig = field(default_factory=WhitenConfig)
     learned_whiten: LearnedWhitenConfig = field(default_factory=LearnedWhitenConfig)
@@ -177,17 +178,17 @@ class TuneConfig:
     mode: str = "last-blocks"
     # Layer groups trained from the top (timm's group_matcher: a ViT block, its final norm with the
     # last one); also where LoRA adapters go. 0 with mode=lora/last-blocks is refused.
-    last_blocks: int = 2
+    last_blocks: int = option(2, ge=0)
     # Learning-rate factor per layer group going down (1.0: the same rate everywhere).
-    layer_decay: float = 0.75
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
+    layer_decay: float = option(0.75, gt=0, le=1)
+    lora_rank: int = option(8, ge=1)
+    lora_alpha: float = option(16.0, gt=0)
 
 
 @dataclass
 class Recipe:
     name: str = "run"
-    seed: int = 0
+    seed: int = option(0, ge=0)
     run_dir: str | None = None
     submission: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -256,29 +257,14 @@ def _choices_check(cfg: DictConfig) -> None:
                               "(e.g. [0,180], or embed.crop=true)")
         _check_auto_or_number("embed.gate_margin", cfg.embed.gate_margin, 0, float("inf"),
                               "a cosine margin >= 0, e.g. 0.15")
-    if cfg.embed.batch_size < 1:
-        raise RecipeError("embed.batch_size must be at least 1")
-    if cfg.embed.max_paintings < 1:
-        raise RecipeError(f"embed.max_paintings={cfg.embed.max_paintings} must be at least 1 (1: the largest "
-                          "painting of a photo only)")
     steps = list(cfg.post.steps)
     unknown = [s for s in steps if s not in POST_STEPS]
     if unknown or len(set(steps)) != len(steps):
         raise RecipeError(f"post.steps={steps}: each step once, from {', '.join(POST_STEPS)}")
     _check_auto_or_number("post.whiten.shrinkage", cfg.post.whiten.shrinkage, 0, 1,
                           "a weight in [0, 1] (0: none); auto is Ledoit-Wolf's estimate from the pool")
-    lw = cfg.post.learned_whiten
-    if not 0 < lw.shrinkage <= 1:
-        raise RecipeError(f"post.learned_whiten.shrinkage={lw.shrinkage} must be in (0, 1] (1: PCA whitening; "
-                          "some weight on the pool keeps the map full-rank), e.g. 0.5")
-    _check_auto_or_number("post.learned_whiten.min_similarity", lw.min_similarity, -1, 1, "a cosine, e.g. 0.4")
-    if lw.dim is not None and lw.dim < 1:
-        raise RecipeError(f"post.learned_whiten.dim={lw.dim} must be null (every dimension) or at least 1")
-    d = cfg.post.diffusion
-    if min(d.k, d.rank, d.verify_k) < 1 or not 0 < d.alpha < 1 or d.gamma <= 0 or d.weight < 0:
-        raise RecipeError(f"post.diffusion: k={d.k}, verify_k={d.verify_k} and rank={d.rank} must be >= 1, "
-                          f"alpha={d.alpha} in (0, 1), gamma={d.gamma} > 0 and weight={d.weight} >= 0, "
-                          "e.g. k=10 rank=256 alpha=0.99 gamma=3")
+    _check_auto_or_number("post.learned_whiten.min_similarity", cfg.post.learned_whiten.min_similarity, -1, 1,
+                          "a cosine, e.g. 0.4")
     if "concat" in steps and (steps[0] != "concat" or not cfg.post.concat):
         raise RecipeError("post.steps: 'concat' must come first and needs post.concat blocks (other models)")
 
@@ -319,6 +305,60 @@ def _compose(path: Path, below: tuple[Path, ...] = ()) -> DictConfig:
     return OmegaConf.merge(merged, raw)
 
 
+def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """``key=value`` overrides as one mapping; an override whose value is not valid YAML is a RecipeError."""
+    layer = OmegaConf.create()
+    for override in overrides:
+        try:
+            layer = OmegaConf.merge(layer, OmegaConf.from_dotlist([override]))
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise RecipeError(f"the override {override!r} is not a valid value ({problem}). Fix: close every "
+                              "bracket and quote, e.g. embed.turns=[0,180], and quote the whole override in "
+                              "the shell where it holds spaces") from None
+    return layer
+
+
+def _not_a_section(layer, schema: type, prefix: str = "") -> str | None:
+    """The first key of ``layer`` that gives a plain value where ``schema`` has a section (``model: 3``)."""
+    if not isinstance(layer, dict | DictConfig):
+        return None
+    for f in dataclasses.fields(schema):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name in layer and dataclasses.is_dataclass(default):
+            value = layer[f.name]
+            if not isinstance(value, dict | DictConfig):
+                return f"{prefix}{f.name}"
+            found = _not_a_section(value, type(default), f"{prefix}{f.name}.")
+            if found:
+                return found
+    return None
+
+
+def _section_schema(schema: type, key: str) -> type:
+    """The dataclass of section ``key`` (dotted) of ``schema``."""
+    for name in key.split("."):
+        schema = type(getattr(schema(), name))
+    return schema
+
+
+def _unresolvable_key(cfg: DictConfig, prefix: str = "") -> str | None:
+    """The first key of ``cfg`` whose interpolation (``${oc.env:...}``) cannot be resolved."""
+    for key in cfg:
+        node = cfg._get_node(key)
+        full = f"{prefix}{key}"
+        if isinstance(node, DictConfig):
+            found = _unresolvable_key(node, f"{full}.")
+            if found:
+                return found
+        elif OmegaConf.is_interpolation(cfg, key):
+            try:
+                cfg[key]
+            except OmegaConfBaseException:
+                return full
+    return None
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 schema: type = Recipe, over: dict | None = None) -> DictConfig:
     """Merge ``schema`` defaults, the YAML file at ``path``, the mapping ``over`` and ``key=value`` overrides.
@@ -328,38 +368,47 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
     static method has it run, base classes first: each checks only its own sections.
     """
     cfg = OmegaConf.structured(schema)
-    where = "the defaults"
+    where, layer = "the defaults", None
     try:
         if path is not None:
             path = Path(path)
             where = str(path)
             if not path.is_file():
                 raise RecipeError(f"recipe file not found: {path}")
-            cfg = OmegaConf.merge(cfg, _compose(path))
+            layer = _compose(path)
+            cfg = OmegaConf.merge(cfg, layer)
         if over:
-            where = f"{where} with {over}"
+            where, layer = f"{where} with {over}", over
             cfg = OmegaConf.merge(cfg, over)
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise RecipeError(f"overrides must look like key=value, got {bad}")
-        where = f"the overrides {list(overrides)}"
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        where, layer = f"the overrides {list(overrides)}", _parse_overrides(overrides)
+        cfg = OmegaConf.merge(cfg, layer)
         OmegaConf.resolve(cfg)
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or str(e)
         raise RecipeError(
             f"unknown recipe key {key!r} in {where}. Valid keys: {', '.join(_valid_keys(schema))}"
         ) from None
+    except InterpolationResolutionError as e:
+        origin = " with ".join(str(x) for x in (path, list(overrides) or None) if x) or "the defaults"
+        raise RecipeError(f"recipe key {_unresolvable_key(cfg)!r} ({origin}) cannot be resolved: {e}. Fix: set the "
+                          "environment variable it names, or give the key a value") from None
     except OmegaConfBaseException as e:
-        raise RecipeError(f"invalid recipe value in {where}: {e.msg if hasattr(e, 'msg') else e}") from None
+        section = _not_a_section(layer, schema)
+        if section:
+            raise RecipeError(f"{section} in {where} is a section of keys, not a single value. Fix: set its keys, "
+                              f"e.g. {section}.{next(iter(_valid_keys(_section_schema(schema, section))))}=...") \
+                from None
+        key = getattr(e, "full_key", None)
+        detail = " ".join(str(e.msg if getattr(e, "msg", None) else e).split("full_key:")[0].split())
+        raise RecipeError(f"invalid {f'recipe key {key!r}' if key else 'recipe value'} in {where}: {detail}") from None
+    check_ranges(cfg, schema)
     for cls in reversed(schema.__mro__):
         if "validate" in vars(cls):
             cls.validate(cfg)
     return cfg
-
-
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 def flat_keys(tree: dict, prefix: str = "") -> dict:
