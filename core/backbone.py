@@ -20,6 +20,7 @@ from torch import nn
 
 from core.atomic import atomic_path
 from core.errors import MissingInputError, RecipeError
+from core.options import option
 from core.preprocess import RESIZE_POLICIES
 from core.registry import Registry
 
@@ -33,13 +34,13 @@ class ModelConfig:
     """What a recipe chooses about the model (its ``model`` section)."""
 
     arch: str = "vit_small_patch14_dinov2"
-    # "hub" (timm's hub weights), "none" (random init), or a file: a timm state dict
-    # (.safetensors/.pth/.bin) or a Curator encoder file written by training.
-    weights: str = "none"
+    # "hub" (timm's hub weights), "none" (random init, asked for by name), or a file: a timm state dict
+    # (.safetensors/.pth/.bin) or a Curator encoder file written by training. Unset is an error.
+    weights: str | None = None
     pooling: str = "cls"
-    gem_p: float = 3.0
+    gem_p: float = option(3.0, ge=1)
     # Input side in pixels; null takes the model's pretrained config.
-    img_size: int | None = None
+    img_size: int | None = option(None, ge=8)
     resize: str = "squash"
 
 
@@ -58,7 +59,8 @@ class EncoderSpec(ModelConfig):
     def from_config(cls, model_cfg) -> EncoderSpec:
         """The spec of a recipe's ``model`` section (or any mapping with ModelConfig's keys)."""
         chosen = {f.name: model_cfg[f.name] for f in fields(ModelConfig)}
-        return cls(**{**chosen, "weights": str(chosen["weights"]), "gem_p": float(chosen["gem_p"])})
+        weights = None if chosen["weights"] is None else str(chosen["weights"])
+        return cls(**{**chosen, "weights": weights, "gem_p": float(chosen["gem_p"])})
 
 
 class GeM(nn.Module):
@@ -262,6 +264,11 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
     the file does not fix (resize policy).
     """
     weights = spec.weights
+    if weights is None:
+        raise MissingInputError(
+            f"model.weights is not set, so {spec.arch} would embed with random weights. Fix: name a recipe that "
+            "sets it (e.g. python -m eval.submit recipes/submission.yaml ...), or set model.weights=FILE (a timm "
+            "state dict or a Curator encoder file), model.weights=hub, or model.weights=none for a random model")
     if weights not in ("hub", "none"):
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -281,7 +288,10 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
                 "local file as model.weights (e.g. one of ../shared/weights)") from e
     else:
         model = _create_timm(spec.arch, False, spec.img_size)
-        if weights != "none":
+        if weights == "none":
+            log.warning("model.weights=none: %s starts from random weights; its embeddings mean nothing "
+                        "until it is trained", spec.arch)
+        else:
             _load_weights_file(model, Path(weights).expanduser())
     cfg = timm.data.resolve_model_data_config(model)
     spec = replace(spec, img_size=spec.img_size or int(cfg["input_size"][-1]),

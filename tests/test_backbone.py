@@ -11,7 +11,7 @@ from core.errors import MissingInputError, RecipeError
     ("test_vit", "cls", 64), ("test_vit", "gem", 64), ("test_vit", "cls+gem", 128),
     ("test_resnet", "cls", None), ("test_resnet", "gem", None)])
 def test_poolings_shapes(arch, pooling, dim):
-    encoder = build_encoder(EncoderSpec(arch=arch, pooling=pooling, img_size=64))
+    encoder = build_encoder(EncoderSpec(weights="none", arch=arch, pooling=pooling, img_size=64))
     out = encoder(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, encoder.dim)
     if dim:
@@ -20,7 +20,7 @@ def test_poolings_shapes(arch, pooling, dim):
 
 
 def test_cls_is_the_class_token_and_gem_ignores_it():
-    encoder = build_encoder(EncoderSpec(arch="test_vit", pooling="cls", img_size=64))
+    encoder = build_encoder(EncoderSpec(weights="none", arch="test_vit", pooling="cls", img_size=64))
     x = torch.randn(1, 3, 64, 64)
     feats = encoder.model.forward_features(x)
     torch.testing.assert_close(encoder(x), feats[:, 0])
@@ -31,7 +31,7 @@ def test_cls_is_the_class_token_and_gem_ignores_it():
 @pytest.mark.parametrize("arch,side", [("vit_small_patch14_reg4_dinov2", 56), ("vit_small_patch16_dinov3", 64)])
 def test_bigger_families_build_and_pool_past_their_register_tokens(arch, side):
     # The families README's "Bigger backbones" lists: registers are prefix tokens, which GeM must skip.
-    encoder = build_encoder(EncoderSpec(arch=arch, pooling="gem", img_size=side))
+    encoder = build_encoder(EncoderSpec(weights="none", arch=arch, pooling="gem", img_size=side))
     assert encoder.model.num_prefix_tokens == 5 and encoder.dim == 384
     x = torch.randn(2, 3, side, side)
     patches = encoder.model.forward_features(x)[:, 5:].clamp(min=1e-6)
@@ -39,7 +39,7 @@ def test_bigger_families_build_and_pool_past_their_register_tokens(arch, side):
 
 
 def test_input_settings_from_pretrained_config():
-    encoder = build_encoder(EncoderSpec(arch="test_vit"))
+    encoder = build_encoder(EncoderSpec(weights="none", arch="test_vit"))
     cfg = timm.get_pretrained_cfg("test_vit")
     assert encoder.img_size == cfg.input_size[-1]
     assert encoder.spec.mean == tuple(cfg.mean) and encoder.spec.std == tuple(cfg.std)
@@ -54,7 +54,7 @@ def test_local_timm_weights_file(tmp_path):
 
 
 def test_encoder_file_round_trip(tmp_path):
-    encoder = build_encoder(EncoderSpec(arch="test_vit", pooling="cls+gem", img_size=64))
+    encoder = build_encoder(EncoderSpec(weights="none", arch="test_vit", pooling="cls+gem", img_size=64))
     with torch.no_grad():
         encoder.gem.p.fill_(4.0)
     encoder.save(tmp_path / "enc.pt")
@@ -73,7 +73,7 @@ def test_weights_errors_name_the_fix(tmp_path):
     with pytest.raises(MissingInputError, match="neither 'hub', 'none' nor an existing file"):
         build_encoder(EncoderSpec(arch="test_vit", weights=str(tmp_path / "missing.safetensors")))
     with pytest.raises(RecipeError, match="not a timm model.*test_vit"):
-        build_encoder(EncoderSpec(arch="test_vi"))
+        build_encoder(EncoderSpec(weights="none", arch="test_vi"))
     # timm alone would load these non-strictly and hand back a silently random model.
     save_file({"nonsense": torch.zeros(3)}, tmp_path / "bad.safetensors")
     with pytest.raises(MissingInputError, match=r"bad.safetensors lacks 78 of the model's weights"):

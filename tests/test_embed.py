@@ -18,7 +18,7 @@ from ssl.training import trainer_precision
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    return build_encoder(EncoderSpec(arch="test_vit", img_size=64))
+    return build_encoder(EncoderSpec(weights="none", arch="test_vit", img_size=64))
 
 
 def _cfg(*overrides):

@@ -59,7 +59,7 @@ def test_metrics_agree_with_saved_embeddings(tiny_run, sample_root):
 def test_encoder_file_evaluates_directly(tmp_path, sample_root):
     from core.backbone import EncoderSpec, build_encoder
 
-    build_encoder(EncoderSpec(arch="test_vit", img_size=64, pooling="gem")).save(tmp_path / "enc.pt")
+    build_encoder(EncoderSpec(weights="none", arch="test_vit", img_size=64, pooling="gem")).save(tmp_path / "enc.pt")
     result = run_cli("eval", str(tmp_path / "enc.pt"), f"data.labeled=[{sample_root}]",
                      f"run_dir={tmp_path / 'run'}", "synthetic.num_queries=0", "embed.progress=false",
                      f"data.cache_dir={tmp_path / 'cache'}")

@@ -122,7 +122,7 @@ def _cfg(*overrides):
 
 def test_gate_through_embedding_turns_back_only_the_turned_photo(tmp_path):
     torch.manual_seed(0)
-    encoder = build_encoder(EncoderSpec(arch="test_vit", img_size=64))
+    encoder = build_encoder(EncoderSpec(weights="none", arch="test_vit", img_size=64))
     rng = np.random.default_rng(0)
     paths = []
     for i in range(40):
@@ -144,7 +144,7 @@ def test_gate_through_embedding_turns_back_only_the_turned_photo(tmp_path):
 
 def test_the_crop_view_of_two_paintings_is_their_normalised_sum(tmp_path):
     torch.manual_seed(0)
-    encoder = build_encoder(EncoderSpec(arch="test_vit", img_size=64))
+    encoder = build_encoder(EncoderSpec(weights="none", arch="test_vit", img_size=64))
     photo, _, _ = _two_paintings(np.random.default_rng(2))
     files = {"photo.png": photo, **{f"crop{i}.png": c for i, c in enumerate(painting_crops(photo))}}
     for name, image in files.items():

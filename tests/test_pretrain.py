@@ -83,7 +83,7 @@ def test_koleo_spreads_the_features_that_retrieval_uses(tmp_path, sample_root):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_run_writes_its_history_and_changes_only_the_top_blocks(method, tmp_path, sample_root):
-    start = build_encoder(EncoderSpec(arch="test_vit", img_size=32))
+    start = build_encoder(EncoderSpec(weights="none", arch="test_vit", img_size=32))
     start.save(tmp_path / "start.pt")
     # DINO also starts from data prototypes and adds KoLeo here, so those paths run end to end.
     recipe = _recipe(method, tmp_path, sample_root, "train.epochs=3", "train.head_warmup_epochs=1",

@@ -24,7 +24,7 @@ from ssl.methods import METHODS
 
 @pytest.mark.parametrize("pooling", sorted(POOLINGS))
 def test_each_pooling_gives_its_declared_width(pooling):
-    encoder = build_encoder(EncoderSpec(arch="test_vit", pooling=pooling, img_size=32))
+    encoder = build_encoder(EncoderSpec(weights="none", arch="test_vit", pooling=pooling, img_size=32))
     out = encoder(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, encoder.dim) and encoder.dim == POOLINGS[pooling].dim(64)
     assert torch.isfinite(out).all() and load_recipe(None, [f"model.pooling={pooling}"]).model.pooling == pooling
@@ -39,7 +39,8 @@ def test_each_resize_policy_makes_a_square_input(policy):
 
 @pytest.mark.parametrize("mode", sorted(TUNE_MODES))
 def test_each_tuning_mode_leaves_something_to_train_and_something_frozen_unless_full(mode):
-    encoder = configure_tuning(build_encoder(EncoderSpec(arch="test_vit", img_size=32)), TuneConfig(mode=mode))
+    encoder = configure_tuning(build_encoder(EncoderSpec(weights="none", arch="test_vit", img_size=32)),
+                               TuneConfig(mode=mode))
     trainable = [p.requires_grad for p in encoder.parameters()]
     assert any(trainable) and (mode == "full") == all(trainable)
     assert encoder(torch.randn(1, 3, 32, 32)).shape == (1, encoder.dim)

@@ -6,7 +6,7 @@ from core.errors import RecipeError
 from core.recipe import TuneConfig
 from core.tuning import configure_tuning, layer_groups, merged_copy, param_groups
 
-SPEC = EncoderSpec(arch="test_vit", img_size=32)
+SPEC = EncoderSpec(weights="none", arch="test_vit", img_size=32)
 
 
 def _trainable(encoder) -> set[str]:
