@@ -9,6 +9,8 @@ import hashlib
 import logging
 import math
 import os
+import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,8 @@ def _fix_advice(path: Path) -> str:
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
 
 
-def _looks_like_image(path: Path) -> bool:
+def looks_like_image(path: Path) -> bool:
+    """Whether the first bytes of the regular file ``path`` say it is an image (PNG, JPEG, BMP, TIFF, WebP)."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -50,8 +53,8 @@ def _looks_like_image(path: Path) -> bool:
     return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
-def _file_key(path: Path) -> tuple[int, int] | Path:
-    """The identity of the file behind ``path`` (links and aliases included)."""
+def file_key(path: Path) -> tuple[int, int] | Path:
+    """The identity of the file behind ``path``: the same for a file and its hard or symbolic links."""
     try:
         st = path.stat()
     except OSError:  # a broken link: kept, so decoding names it
@@ -59,18 +62,35 @@ def _file_key(path: Path) -> tuple[int, int] | Path:
     return st.st_dev, st.st_ino
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """All images under ``root`` (nested folders included), sorted by relative path.
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
-    Hidden files and folders are ignored. Linked folders are followed, each real folder once (a link
-    back up, such as ``loop -> ..``, is not a second copy of the tree), and each real file is listed
-    once. A file without an image extension is listed when its first bytes say it is one; other
-    files are left out and named in a warning. Raises MissingInputError when there are no images.
+
+def _warn(what: str, paths: list[Path], root: Path) -> None:
+    if paths:
+        shown = ", ".join(p.relative_to(root).as_posix() for p in sorted(paths)[:5])
+        log.warning("left out %d %s under %s: %s%s", len(paths), what, root, shown, ", ..." if len(paths) > 5 else "")
+
+
+def list_images(root: str | Path, skip_folder: Callable[[Path], bool] | None = None) -> list[Path]:
+    """All images under ``root`` (nested folders included), one per name, sorted by relative path.
+
+    Hidden files and folders are ignored. Links are followed where they stay inside ``root``: each real
+    folder is walked once (a link back up, such as ``loop -> ..``, adds nothing), and a file reached
+    under two names (a hard or symbolic link beside it) is listed under both (``unique_files`` tells
+    them apart). A link that leads outside ``root`` is left out, as is anything that is not a regular
+    file (a FIFO, a socket, a device: reading one could block forever), every folder ``skip_folder``
+    says to skip (e.g. run folders of earlier runs) and every file that is not an image (by its
+    extension or, without one, by its first bytes); each kind is named in a warning. Raises
+    MissingInputError when there are no images.
     """
     root = Path(root)
     if not root.is_dir():
         raise MissingInputError(f"image folder not found: {root}. Fix: pass an existing folder")
-    found, others = [], []
+    real_root = root.resolve()
+    found: list[Path] = []
+    left_out: dict[str, list[Path]] = {"file(s) that are not images": [], "link(s) that lead outside the folder": [],
+                                       "entries that are not regular files": [], "folder(s) of earlier runs": []}
     folders_seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
@@ -78,30 +98,52 @@ def list_images(root: str | Path) -> list[Path]:
             dirnames[:] = []
             continue
         folders_seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for d in sorted(dirnames):
+            folder = Path(dirpath) / d
+            if d.startswith("."):
+                continue
+            if not _inside(folder.resolve(), real_root):
+                left_out["link(s) that lead outside the folder"].append(folder)
+            elif skip_folder is not None and skip_folder(folder):
+                left_out["folder(s) of earlier runs"].append(folder)
+            else:
+                kept.append(d)
+        dirnames[:] = kept
         for name in filenames:
             path = Path(dirpath) / name
             if name.startswith("."):
                 continue
-            if name.lower().endswith(IMAGE_EXTENSIONS) or _looks_like_image(path):
+            if path.is_symlink() and not _inside(path.resolve(), real_root):
+                left_out["link(s) that lead outside the folder"].append(path)
+                continue
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:  # a broken link: kept, so decoding names it
+                regular = True
+            if not regular:
+                left_out["entries that are not regular files"].append(path)
+            elif name.lower().endswith(IMAGE_EXTENSIONS) or looks_like_image(path):
                 found.append(path)
             else:
-                others.append(path)
-    if others:
-        shown = ", ".join(p.relative_to(root).as_posix() for p in sorted(others)[:5])
-        log.warning("left out %d file(s) under %s that are not images: %s%s", len(others), root, shown,
-                    ", ..." if len(others) > 5 else "")
+                left_out["file(s) that are not images"].append(path)
+    for what, paths in left_out.items():
+        _warn(what, paths, root)
     if not found:
         raise MissingInputError(
             f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} files, and files whose content is "
             "an image, in it and its subfolders). Fix: point to the folder that holds the images")
-    unique, keys = [], set()
-    for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
-        key = _file_key(path)
-        if key not in keys:
-            keys.add(key)
-            unique.append(path)
-    return unique
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def unique_files(paths: Sequence[Path]) -> list[int]:
+    """For each of ``paths``, the index of the first path to the same file (itself where it is the first).
+
+    >>> unique_files([Path("/nonexistent/a"), Path("/nonexistent/b")])
+    [0, 1]
+    """
+    first: dict[tuple[int, int] | Path, int] = {}
+    return [first.setdefault(file_key(p), i) for i, p in enumerate(paths)]
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import MissingInputError
-from core.images import list_images
+from core.images import file_key, list_images
+from core.runs import is_run_folder
 from core.sample import ensure_sample
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Pool:
     sources: list[str] = field(default_factory=list)
     labeled: list[LabeledSet] = field(default_factory=list)
     _index: dict[Path, int] = field(default_factory=dict, repr=False)
+    _files: dict[tuple[int, int] | Path, int] = field(default_factory=dict, repr=False)
     _source_names: set[str] = field(default_factory=set, repr=False)
 
     def __len__(self) -> int:
@@ -61,17 +63,29 @@ class Pool:
         return name
 
     def add_folder(self, folder: str | Path, source: str | None = None) -> str:
-        """Add every image under ``folder``; returns the source name used as the names' prefix."""
+        """Add every image under ``folder`` but those in run folders of earlier runs; returns the source
+        name used as the names' prefix.
+
+        A file is one row however many names reach it (a labeled set inside ``data.root``, a hard or
+        symbolic link beside it): its other names are left out, with a warning that names them.
+        """
         folder = Path(folder)
         source = self._unique_source(source or folder.resolve().name or "pool")
-        for path in list_images(folder):
-            key = path.resolve()
-            if key in self._index:
+        aliases = []
+        for path in list_images(folder, skip_folder=is_run_folder):
+            key, identity = path.resolve(), file_key(path)
+            row = self._index.get(key, self._files.get(identity))
+            if row is not None:
+                self._index.setdefault(key, row)
+                aliases.append(f"{path} (the same file as {self.paths[row]})")
                 continue
-            self._index[key] = len(self.paths)
+            self._index[key] = self._files[identity] = len(self.paths)
             self.paths.append(path)
             self.names.append(f"{source}/{path.relative_to(folder).as_posix()}")
             self.sources.append(source)
+        if aliases:
+            log.warning("left out %d name(s) of files already in the pool: %s%s", len(aliases), ", ".join(aliases[:3]),
+                        ", ..." if len(aliases) > 3 else "")
         return source
 
     def paths_of(self, names: Sequence[str]) -> list[Path]:

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from core.atomic import atomic_write_text
-from core.errors import OutputError
-from core.recipe import to_yaml
+from core.errors import MissingInputError, OutputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so run folders are not held
+    fcntl = None
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -32,6 +38,60 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 KINDS = ("evaluate", "submit", "pretrain", "refine", "pseudolabel", "chain")
 # The layout of metrics.json. 2: "kind" and "schema" recorded; runs without them are layout 1.
 METRICS_SCHEMA = 2
+
+
+RECIPE_FILE = "recipe.yaml"
+# Besides the recipe snapshot, a run folder holds at least one of these once its command has started.
+_RUN_FILES = ("log.txt", "metrics.json", "metrics.jsonl")
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder of a Curator command (its images are outputs, never inputs)."""
+    return (folder / RECIPE_FILE).is_file() and any((folder / f).is_file() for f in _RUN_FILES)
+
+
+LOCK_FILE = ".lock"
+# The run folders this process holds: each one's open lock file and how many holds are on it.
+_HELD: dict[Path, list[int]] = {}
+
+
+def hold(folder: Path) -> None:
+    """Hold ``folder`` for this process, or raise an OutputError naming the command that holds it.
+
+    Two commands writing one run folder would both train every stage, interleave their metrics and
+    save each other's checkpoints as ``-v1``. The hold is an exclusive ``flock`` on ``folder/.lock``,
+    which the operating system releases when its process ends, however it ends: the lock of a killed
+    command is taken over at once. Holds nest within a process (:func:`release` the same number of
+    times); every rank but the first of a multi-process (DDP) run leaves the hold to the first.
+    """
+    key = folder.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return
+    if fcntl is None or os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise OutputError(f"{folder} is in use by another Curator command ({holder}). Fix: wait until it "
+                          "finishes (running the same command then resumes or keeps its work), or give this "
+                          "command another run_dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+             .encode())
+    _HELD[key] = [fd, 1]
+
+
+def release(folder: Path) -> None:
+    """Undo one :func:`hold` of ``folder``; the last one unlocks it."""
+    key = folder.resolve()
+    if key in _HELD:
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            os.close(_HELD.pop(key)[0])  # closing the file releases the flock
 
 
 def _new_folder(base: Path) -> Path:
@@ -62,13 +122,16 @@ class RunDir:
         """The recipe's ``run_dir``, or a new ``runs/NAME-YYYYmmdd-HHMMSS[-N]`` (written back into the
         recipe, so the snapshot says where it lives); snapshot the recipe there.
 
-        A folder that cannot be made or written is an OutputError, raised before any work starts.
+        A folder that cannot be made or written, or that another command holds, is an OutputError, raised
+        before any work starts. The folder is held (:func:`hold`) until the ``with`` block the run is used
+        in ends, or else until the process ends.
         """
         try:
             if not recipe.run_dir:
                 recipe.run_dir = str(_new_folder(Path(root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
             run = cls(recipe.run_dir, kind)
-            atomic_write_text(run.path / "recipe.yaml", to_yaml(recipe))
+            hold(run.path)
+            run.snapshot(recipe)
         except OutputError:
             raise
         except OSError as e:
@@ -76,6 +139,17 @@ class RunDir:
             raise OutputError(f"cannot write the run folder {recipe.run_dir} ({where}: {e.strerror or e}). "
                               "Fix: set run_dir=DIR to a folder you can write to") from None
         return run
+
+    def snapshot(self, recipe: DictConfig) -> None:
+        """Write ``recipe.yaml``: the fully resolved recipe the run is made with."""
+        atomic_write_text(self.path / RECIPE_FILE, OmegaConf.to_yaml(recipe, resolve=True))
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Leaving a ``with RunDir.create(...)`` block releases the hold :meth:`create` took."""
+        release(self.path)
 
     @property
     def embeddings_dir(self) -> Path:
@@ -134,4 +208,36 @@ class RunDir:
         path = self.path / "metrics.jsonl"
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [_read_json(path, line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_metrics(folder: str | Path) -> dict | None:
+    """A run folder's ``metrics.json`` (None where the run has not finished); a damaged file is a
+    MissingInputError."""
+    path = Path(folder) / "metrics.json"
+    return _read_json(path, path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _read_json(path: Path, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        value = e
+    if not isinstance(value, dict):
+        raise MissingInputError(f"{path} is damaged ({value if isinstance(value, Exception) else 'not a JSON object'})."
+                                f" Fix: delete it (and run that command again), or restore it from a copy")
+    return value
+
+
+def moved(path: str, was: str | Path, now: str | Path) -> str:
+    """``path``, written by a run that lived in folder ``was``, for the same run now in folder ``now``.
+
+    >>> moved("/old/run/round1/encoder.pt", "/old/run", "/new/run")
+    '/new/run/round1/encoder.pt'
+    >>> moved("../shared/weights/w.safetensors", "/old/run", "/new/run")
+    '../shared/weights/w.safetensors'
+    """
+    try:
+        return str(Path(now) / Path(path).relative_to(was))
+    except ValueError:
+        return path

@@ -30,8 +30,7 @@ def evaluate(recipe: DictConfig) -> dict:
     return the metrics."""
     started = time.perf_counter()
     seed_everything(int(recipe.seed))
-    run = RunDir.create(recipe, "evaluate")
-    with run.logging_to_file():
+    with RunDir.create(recipe, "evaluate") as run, run.logging_to_file():
         pool = recipe_pool(recipe)
         encoder = build_encoder(EncoderSpec.from_config(recipe.model))
         reader = recipe_reader(recipe, encoder)

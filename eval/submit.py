@@ -22,12 +22,12 @@ from omegaconf import DictConfig
 from core.atomic import atomic_path, check_writable
 from core.backbone import EncoderSpec, build_encoder
 from core.embed import Embeddings, embed_images, recipe_reader
-from core.errors import CuratorError, RecipeError, command_line
-from core.images import list_images
+from core.errors import CuratorError, OutputError, RecipeError, command_line
+from core.images import list_images, looks_like_image, unique_files
 from core.pool import row_index
 from core.post import PostProcessor
 from core.recipe import parse_cli
-from core.runs import RunDir
+from core.runs import RunDir, is_run_folder
 from core.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -95,28 +95,53 @@ def validate_submission(path: str | Path, expected_names: list[str] | None = Non
     return {"rows": len(table), "dim": d}
 
 
+def check_submission_path(path: str | Path) -> Path:
+    """:func:`core.atomic.check_writable`, and never over a file that is not a submission: an existing file
+    at ``path`` must be a CSV (an image given as the output, say, is refused before any work)."""
+    path = Path(path)
+    if path.is_file() and (path.suffix.lower() != ".csv" or looks_like_image(path)):
+        raise OutputError(f"submission={path} already exists and is not a CSV file: writing the submission would "
+                          "replace it. Fix: set submission to a new .csv path, e.g. submission=submission.csv")
+    return check_writable(path, "submission")
+
+
+def every_name(emb: Embeddings, names: list[str], first: list[int]) -> Embeddings:
+    """``emb`` (one row per file) with a row for every name: a name that reaches a file already embedded
+    under another name (``first``, from :func:`core.images.unique_files`) gets that row's embedding."""
+    row = row_index(emb.names)
+    kept = [i for i, f in enumerate(first) if names[f] in row]
+    rows = [row[names[first[i]]] for i in kept]
+    skipped = [names[i] for i, f in enumerate(first) if names[f] not in row]
+    return Embeddings([names[i] for i in kept], emb.vectors[rows], emb.norms[rows], skipped)
+
+
 def submit(recipe: DictConfig) -> dict:
-    """Embed every image of ``data.root`` and write the recipe's submission file."""
+    """Embed every image of ``data.root`` and write the recipe's submission file: one row per file name."""
     if not recipe.data.root:
         raise RecipeError("data.root is not set. Fix: python -m eval.submit RECIPE data.root=DIR [submission=FILE]")
     started = time.perf_counter()
     seed_everything(int(recipe.seed))
     if recipe.submission:
-        check_writable(recipe.submission, "submission")
-    run = RunDir.create(recipe, "submit")
-    with run.logging_to_file():
+        check_submission_path(recipe.submission)
+    with RunDir.create(recipe, "submit") as run, run.logging_to_file():
         root = Path(recipe.data.root)
-        paths = list_images(root)
+        paths = list_images(root, skip_folder=is_run_folder)
         names = [p.relative_to(root).as_posix() for p in paths]
+        first = unique_files(paths)
+        unique = [i for i, f in enumerate(first) if f == i]
+        if len(unique) < len(paths):
+            log.info("%d file names are links to files listed under another name: each gets that file's row",
+                     len(paths) - len(unique))
         encoder = build_encoder(EncoderSpec.from_config(recipe.model))
         reader = recipe_reader(recipe, encoder)
-        emb = embed_images(encoder, paths, names, recipe.embed, reader=reader,
-                           skip_corrupt=recipe.data.skip_corrupt, desc="embed")
+        emb = embed_images(encoder, [paths[i] for i in unique], [names[i] for i in unique], recipe.embed,
+                           reader=reader, skip_corrupt=recipe.data.skip_corrupt, desc="embed")
         emb.save(run.embeddings_dir)
         post = PostProcessor(recipe, run.path / "post")
         if post.active:
             row = row_index(names)
             emb = post.apply(emb, [paths[row[n]] for n in emb.names])
+        emb = every_name(emb, names, first)
         out = Path(recipe.submission or run.path / "submission.csv")
         write_submission(emb, out)
         if emb.skipped:

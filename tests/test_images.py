@@ -9,7 +9,7 @@ from PIL import Image
 
 import core.images as images
 from core.errors import ImageDecodeError, MissingInputError
-from core.images import ImageCache, ImageReader, decode_image, list_images
+from core.images import ImageCache, ImageReader, decode_image, list_images, unique_files
 
 
 def _gradient(w=40, h=30):
@@ -28,18 +28,21 @@ def test_listing_is_nested_sorted_and_filtered(tmp_path):
     assert names == ["a/c.JPG", "a/d.webp", "b.png", "f.bmp", "z/e.tiff"]
 
 
-def test_linked_folders_are_followed_once_and_cycles_skipped(tmp_path):
+def test_links_inside_are_followed_once_and_links_out_of_the_folder_left_out(tmp_path, caplog):
     root, outside = tmp_path / "imgs", tmp_path / "outside"
     (root / "sub").mkdir(parents=True)
     outside.mkdir()
     for path in (root / "a.png", root / "sub" / "b.png", outside / "c.png"):
         Image.fromarray(_gradient()).save(path)
-    (root / "sub" / "loop").symlink_to("..", target_is_directory=True)  # a link back up
+    (root / "sub" / "loop").symlink_to("..", target_is_directory=True)  # a link back up: nothing new
     (root / "self").symlink_to(".", target_is_directory=True)
-    (root / "linked").symlink_to(outside, target_is_directory=True)  # a real folder elsewhere: followed
-    (root / "alias.png").symlink_to(root / "a.png")  # the same file twice: listed once
-    names = [p.relative_to(root).as_posix() for p in list_images(root)]
-    assert names == ["a.png", "linked/c.png", "sub/b.png"]
+    (root / "linked").symlink_to(outside, target_is_directory=True)  # a folder elsewhere: left out
+    (root / "alias.png").symlink_to(root / "a.png")  # the same file under a second name: listed under both
+    with caplog.at_level(logging.WARNING, logger="core.images"):
+        paths = list_images(root)
+    assert [p.relative_to(root).as_posix() for p in paths] == ["a.png", "alias.png", "sub/b.png"]
+    assert unique_files(paths) == [0, 0, 2]
+    assert "left out 1 link(s) that lead outside the folder" in caplog.text and "linked" in caplog.text
 
 
 def test_images_without_extension_are_read_by_content_and_the_rest_named(tmp_path, caplog):
