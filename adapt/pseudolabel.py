@@ -30,7 +30,7 @@ from core.images import make_reader
 from core.metrics import HITS_LABEL, format_hits
 from core.pool import Pool, recipe_pool
 from core.post import PostProcessor
-from core.recipe import cli_parser, resumable_recipe, to_dict
+from core.recipe import cli_parser, load_recipe, resumable_recipe, to_dict
 from core.runs import RunDir
 from core.scoring import labeled_scores, post_applied
 from core.tuning import configure_tuning
@@ -38,15 +38,17 @@ from core.verify import Verifier
 from ssl.augment import view_maker
 from ssl.methods import SimCLRModule
 from ssl.monitor import EvalMonitor
-from ssl.training import finish, fit, quiet_known_warnings
+from ssl.training import checkpoint_identity, finish, fit, quiet_known_warnings, resume_epoch
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "pseudolabel.yaml"
 
 
-def _start_weights(weights: str) -> str:
-    """A stage-1 run directory means its encoder file."""
+def _start_weights(weights: str | None) -> str | None:
+    """A stage-1 run directory means its encoder file (unset stays unset: building the model says so)."""
+    if weights is None:
+        return None
     path = Path(weights)
     if path.is_dir():
         if not (path / "encoder.pt").is_file():
@@ -70,47 +72,62 @@ def _pool_scores(recipe: DictConfig, pool: Pool, emb) -> dict | None:
     return labeled_scores(pool, emb, post_applied(PostProcessor(recipe), emb, pool.paths_of(emb.names)))[1]
 
 
+def _round_folder(run: RunDir, n: int) -> Path:
+    return run.path / f"round{n}"
+
+
+def _check_round_checkpoint(run: RunDir, n: int) -> None:
+    """Before any work: an interrupted round n's checkpoint must be safe and its own (``resume_epoch``),
+    checked against the recipe its folder recorded (which holds the batch size the round trained with)."""
+    folder = _round_folder(run, n)
+    if (folder / "checkpoints" / "last.ckpt").is_file() and (folder / "recipe.yaml").is_file():
+        resume_epoch(RunDir(folder), checkpoint_identity(load_recipe(folder / "recipe.yaml", schema=PseudolabelRecipe),
+                                                         "refine"))
+
+
 def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, verifier: Verifier | None,
            trust_unverified: bool | None, resume: bool, callbacks: tuple[pl.Callback, ...]) -> dict:
     started = time.perf_counter()
     # Each round draws from its own seed, so a resumed run's round n is the uninterrupted run's.
     pl.seed_everything(int(recipe.seed) + n - 1, workers=True, verbose=False)
-    sub = OmegaConf.merge(recipe, {"run_dir": str(run.path / f"round{n}"), "model": {"weights": weights}})
-    resume = resume and (run.path / f"round{n}" / "checkpoints" / "last.ckpt").is_file()
-    round_run = RunDir.create(sub, "refine")
-    encoder, emb = _full_pool(recipe, pool, weights, f"round {n}: embed pool")
-    paths = pool.paths_of(emb.names)
-    table = mine_pairs(emb.vectors, emb.names, paths, recipe.mining, verifier, bool(recipe.embed.progress),
-                       trust_unverified)
-    truth = true_pairs(pool, emb.names)
-    write_pairs(table, truth, round_run.path / "pairs.csv")
-    mined = {**accounting(table, truth, labeled_rows(pool, emb.names)), **table.attrs}
-    kept = table[table["kept"]]
-    before = _pool_scores(recipe, pool, emb)
-    record = {"round": n, "start": weights, "mining": mined, "pool_before": before}
-    if len(kept) < 2:
-        log.warning("round %d kept %d pairs (see %s): nothing to refine on, so the model stays as it is. Fix: "
-                    "loosen mining.min_similarity / mining.min_inliers, or start from a better model", n,
-                    len(kept), round_run.path / "pairs.csv")
-        return {**record, "encoder": weights, "refined": False, "time_s": round(time.perf_counter() - started, 1)}
-    if len(kept) < int(sub.train.batch_size):
-        log.warning("round %d kept %d pairs, fewer than train.batch_size=%d: training on batches of %d", n,
-                    len(kept), sub.train.batch_size, len(kept))
-        sub.train.batch_size = len(kept)
-        RunDir.create(sub, "refine")  # the snapshot says what was trained
-    module = SimCLRModule(configure_tuning(encoder.train(), sub.tune), sub)
-    dataset = PairViewDataset([(paths[a], paths[b]) for a, b in zip(kept["a"], kept["b"], strict=True)],
-                              make_reader(sub.data, int(sub.views.max_side)),
-                              view_maker(sub, encoder.spec.mean, encoder.spec.std), int(sub.seed))
-    monitor = EvalMonitor(sub, round_run, pool)
-    _, images = fit(sub, round_run, module, dataset, [monitor, *callbacks], resume)
-    summary = finish(sub, round_run, module, monitor.history, started, images, resumed=resume)
-    record.update({"encoder": summary["encoder"], "refined": True, "monitor_before": summary["first"],
-                   "monitor_after": summary["last"], "time_s": round(time.perf_counter() - started, 1)})
-    log.info("round %d: %d pairs kept of %d candidates%s", n, len(kept), len(table),
-             f", precision {mined['precision']:.3f} (over the pairs the labels can judge: "
-             f"{_number(mined['labeled_precision'])}), recall {mined['recall']:.3f}" if truth else "")
-    return record
+    sub = OmegaConf.merge(recipe, {"run_dir": str(_round_folder(run, n)), "model": {"weights": weights}})
+    resume = resume and (_round_folder(run, n) / "checkpoints" / "last.ckpt").is_file()
+    with RunDir.create(sub, "refine") as round_run:
+        encoder, emb = _full_pool(recipe, pool, weights, f"round {n}: embed pool")
+        paths = pool.paths_of(emb.names)
+        table = mine_pairs(emb.vectors, emb.names, paths, recipe.mining, verifier, bool(recipe.embed.progress),
+                           trust_unverified)
+        truth = true_pairs(pool, emb.names)
+        write_pairs(table, truth, round_run.path / "pairs.csv")
+        mined = {**accounting(table, truth, labeled_rows(pool, emb.names)), **table.attrs}
+        kept = table[table["kept"]]
+        before = _pool_scores(recipe, pool, emb)
+        record = {"round": n, "start": weights, "mining": mined, "pool_before": before}
+        if len(kept) < 2:
+            log.warning("round %d kept %d pairs (see %s): nothing to refine on, so the model stays as it is. Fix: "
+                        "loosen mining.min_similarity / mining.min_inliers, or start from a better model", n,
+                        len(kept), round_run.path / "pairs.csv")
+            return {**record, "encoder": weights, "refined": False, "time_s": round(time.perf_counter() - started, 1)}
+        if len(kept) < int(sub.train.batch_size):
+            log.warning("round %d kept %d pairs, fewer than train.batch_size=%d: training on batches of %d", n,
+                        len(kept), sub.train.batch_size, len(kept))
+            sub.train.batch_size = len(kept)
+            round_run.snapshot(sub)  # the snapshot says what was trained
+        module = SimCLRModule(configure_tuning(encoder.train(), sub.tune), sub)
+        dataset = PairViewDataset([(paths[a], paths[b]) for a, b in zip(kept["a"], kept["b"], strict=True)],
+                                  make_reader(sub.data, int(sub.views.max_side)),
+                                  view_maker(sub, encoder.spec.mean, encoder.spec.std), int(sub.seed))
+        monitor = EvalMonitor(sub, round_run, pool)
+        identity = checkpoint_identity(sub, "refine")
+        _, images = fit(sub, round_run, module, dataset, [monitor, *callbacks], identity,
+                        resume_epoch(round_run, identity) if resume else None)
+        summary = finish(sub, round_run, module, monitor.history, started, images, resumed=resume)
+        record.update({"encoder": summary["encoder"], "refined": True, "monitor_before": summary["first"],
+                       "monitor_after": summary["last"], "time_s": round(time.perf_counter() - started, 1)})
+        log.info("round %d: %d pairs kept of %d candidates%s", n, len(kept), len(table),
+                 f", precision {mined['precision']:.3f} (over the pairs the labels can judge: "
+                 f"{_number(mined['labeled_precision'])}), recall {mined['recall']:.3f}" if truth else "")
+        return record
 
 
 def pseudolabel(recipe: DictConfig, resume: bool = False, callbacks: tuple[pl.Callback, ...] = ()) -> dict:
@@ -120,15 +137,18 @@ def pseudolabel(recipe: DictConfig, resume: bool = False, callbacks: tuple[pl.Ca
     interrupted round from its last checkpoint). ``callbacks``: extra Lightning callbacks for every round.
     """
     started = time.perf_counter()
-    run = RunDir.create(recipe, "pseudolabel")
-    with run.logging_to_file(), quiet_known_warnings():
-        pool = recipe_pool(recipe)
-        weights = _start_weights(str(recipe.model.weights))
-        verifier = Verifier(max_side=int(recipe.mining.verify_max_side)) if recipe.mining.verify else None
+    with RunDir.create(recipe, "pseudolabel") as run, run.logging_to_file(), quiet_known_warnings():
         rounds = run.read_metrics_lines() if resume else []
+        if resume:  # before any work
+            _check_round_checkpoint(run, len(rounds) + 1)
+        pool = recipe_pool(recipe)
+        weights = _start_weights(recipe.model.weights)
+        verifier = Verifier(max_side=int(recipe.mining.verify_max_side)) if recipe.mining.verify else None
         run.write_metrics_lines(rounds)
         if rounds:
-            weights = rounds[-1]["encoder"]
+            # A refined round's encoder is in its folder, wherever the run folder has moved since.
+            last = rounds[-1]
+            weights = str(_round_folder(run, last["round"]) / "encoder.pt") if last["refined"] else last["encoder"]
             log.info("resuming after round %d of %d (%s)", len(rounds), recipe.rounds, weights)
         for n in range(len(rounds) + 1, int(recipe.rounds) + 1):
             if rounds and not rounds[-1]["refined"]:

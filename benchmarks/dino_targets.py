@@ -75,7 +75,7 @@ def main() -> None:
         encoder = configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune)
         module = DINOModule(encoder, recipe)
         if ckpt is not None:
-            module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+            module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
         else:
             if recipe.dino.prototypes == "data":
                 init_prototypes(recipe, module, encoder, pool)

@@ -39,7 +39,7 @@ def export_student(run: Path) -> tuple[Path, float]:
     with quiet_known_warnings():
         module = DINOModule(configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune),
                             recipe)
-    module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
     path = run / "student.pt"
     module.export_encoder().save(path)
     with torch.no_grad():

@@ -31,7 +31,7 @@ from ssl.config import PretrainRecipe
 from ssl.dataset import ViewDataset
 from ssl.methods import METHODS, DINOModule
 from ssl.monitor import EvalMonitor
-from ssl.training import finish, fit, quiet_known_warnings
+from ssl.training import checkpoint_identity, finish, fit, quiet_known_warnings, resume_epoch
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
     ``callbacks``: extra Lightning callbacks (early stopping, custom logging...).
     """
     started = time.perf_counter()
-    run = RunDir.create(recipe, "pretrain")
-    with run.logging_to_file(), quiet_known_warnings():
+    with RunDir.create(recipe, "pretrain") as run, run.logging_to_file(), quiet_known_warnings():
+        identity = checkpoint_identity(recipe, "pretrain")
+        start_epoch = resume_epoch(run, identity) if resume else None  # before any work
         pl.seed_everything(int(recipe.seed), workers=True, verbose=False)
         pool = recipe_pool(recipe)
         encoder = configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune)
@@ -69,7 +70,7 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
         dataset = ViewDataset(pool.paths, make_reader(recipe.data, int(recipe.views.max_side)), views,
                               int(recipe.seed), bool(recipe.data.skip_corrupt))
         monitor = EvalMonitor(recipe, run, pool)
-        trainer, images = fit(recipe, run, module, dataset, [monitor, *callbacks], resume)
+        trainer, images = fit(recipe, run, module, dataset, [monitor, *callbacks], identity, start_epoch)
         if not trainer.is_global_zero:
             return {}
         return finish(recipe, run, module, monitor.history, started, images, resume)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from core.embed import native_bf16
 from core.errors import MissingInputError
-from core.recipe import to_dict
+from core.recipe import flat_keys, to_dict
 from core.runs import RunDir
 from ssl.curves import plot_training_curves
 from ssl.dataset import EpochSampler
@@ -80,26 +81,85 @@ def make_loader(recipe, dataset: Dataset, epoch: int = 0) -> DataLoader:
     return loader
 
 
-def checkpoint_epoch(path: Path) -> int:
-    """The epoch a Lightning checkpoint resumes at (the count of epochs it has processed)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+# A checkpoint resumes only the run that wrote it: the same kind of run, with the same values of the
+# recipe keys that shape training, its method's own section included (the paths of the start weights
+# and the loader workers may change).
+_IDENTITY_SECTIONS = ("method", "seed", "model", "tune", "train", "views")
+_IDENTITY_FREE = ("model.weights", "train.num_workers")
 
 
-def fit(recipe, run: RunDir, module: SSLModule, dataset: Dataset, callbacks: list[pl.Callback],
-        resume: bool = False) -> tuple[pl.Trainer, int]:
-    """Train ``module`` on ``dataset``; returns the trainer and the number of items trained on."""
-    last_ckpt: Path = run.path / "checkpoints" / "last.ckpt"
-    if resume and not last_ckpt.is_file():
-        raise MissingInputError(f"{last_ckpt} does not exist: nothing to resume. Fix: start the run without --resume")
+def checkpoint_identity(recipe, kind: str) -> dict:
+    """What a run's checkpoints record of it (plain data): its kind and the recipe keys that shape training."""
+    sections = (*_IDENTITY_SECTIONS, str(recipe.method))
+    keys = {k: v for k, v in flat_keys(to_dict(recipe)).items()
+            if k.split(".")[0] in sections and k not in _IDENTITY_FREE}
+    return {"kind": kind, "recipe": keys}
+
+
+class CheckpointIdentity(pl.Callback):
+    """Writes :func:`checkpoint_identity` into every checkpoint, for :func:`resume_epoch` to check."""
+
+    def __init__(self, identity: dict):
+        self.identity = identity
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint["curator"] = self.identity
+
+
+def last_checkpoint(run: RunDir) -> Path:
+    return run.path / "checkpoints" / "last.ckpt"
+
+
+def resume_epoch(run: RunDir, identity: dict) -> int:
+    """The epoch at which ``run`` resumes from its last checkpoint, once the checkpoint is found safe and its own.
+
+    The checkpoint is read as tensors and plain data only (``weights_only``): a pickle that would run
+    code or build other objects is refused, and so is a damaged file or one another run wrote (another
+    kind of run, method, model or training recipe), each with a MissingInputError, before any work.
+    """
+    path = last_checkpoint(run)
+    if not path.is_file():
+        raise MissingInputError(f"{path} does not exist: nothing to resume. Fix: start the run without --resume")
+    fix = f"Fix: delete {path.parent} to start that run from its beginning, or restore the file"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        reason = " ".join(str(e).split("\n\n")[-1].split())[:200]
+        raise MissingInputError(f"{path} holds objects other than tensors and plain data, which loading it could run "
+                                f"as code ({reason}); it was not loaded. {fix}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise MissingInputError(f"{path} is damaged or not a checkpoint ({' '.join(str(e).split())[:200]}). "
+                                f"{fix}") from None
+    recorded = state.get("curator") if isinstance(state, dict) else None
+    if not isinstance(recorded, dict) or recorded.get("kind") != identity["kind"]:
+        what = f"a {recorded.get('kind')} run" if isinstance(recorded, dict) else "another program or an older Curator"
+        raise MissingInputError(f"{path} was written by {what}, not by this {identity['kind']} run. {fix}")
+    before, now = recorded.get("recipe", {}), identity["recipe"]
+    differ = sorted((k for k in before.keys() | now.keys() if before.get(k) != now.get(k)),
+                    key=lambda k: (k != "method", k))
+    if differ:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
+        raise MissingInputError(f"{path} was written with another recipe ({shown}{', ...' if len(differ) > 4 else ''}"
+                                f"): resuming it would not continue this run. {fix}")
+    try:
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        raise MissingInputError(f"{path} records no training progress: not a checkpoint of a run. {fix}") from None
+
+
+def fit(recipe, run: RunDir, module: SSLModule, dataset: Dataset, callbacks: list[pl.Callback], identity: dict,
+        start_epoch: int | None = None) -> tuple[pl.Trainer, int]:
+    """Train ``module`` on ``dataset``, from scratch or (``start_epoch``, from :func:`resume_epoch`) from the
+    run's last checkpoint; returns the trainer and the number of items trained on."""
     # The sampler must know the resumed epoch before the trainer restores the checkpoint: Lightning
     # makes the loader's first iterator (to count the steps for the schedules) before it restores and
     # names the epoch, and worker processes prefetch at once, so they would replay epoch 0.
-    loader = make_loader(recipe, dataset, checkpoint_epoch(last_ckpt) if resume else 0)
-    trainer = make_trainer(recipe, run, callbacks)
+    loader = make_loader(recipe, dataset, start_epoch or 0)
+    trainer = make_trainer(recipe, run, [*callbacks, CheckpointIdentity(identity)])
+    resume = start_epoch is not None
     log.info("%s on %d items, %d steps per epoch, %d epochs%s", recipe.method, len(dataset), len(loader),
-             recipe.train.epochs, f", resuming from {last_ckpt}" if resume else "")
-    trainer.fit(module, loader, ckpt_path=str(last_ckpt) if resume else None)
+             recipe.train.epochs, f", resuming from {last_checkpoint(run)}" if resume else "")
+    trainer.fit(module, loader, ckpt_path=str(last_checkpoint(run)) if resume else None, weights_only=True)
     return trainer, len(loader) * int(recipe.train.batch_size) * int(recipe.train.epochs)
 
 
