@@ -13,7 +13,6 @@ With no data given, the stages train on the sample museum and the submission cov
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -25,13 +24,13 @@ from omegaconf import DictConfig
 
 from adapt.config import PseudolabelRecipe
 from adapt.pseudolabel import pseudolabel
-from core.atomic import check_writable
 from core.errors import RecipeError, command_line
 from core.metrics import HITS_LABEL, format_hits
+from core.options import option
 from core.recipe import DataConfig, Recipe, cli_parser, flat_keys, load_recipe, recipe_from_args, to_dict
-from core.runs import RunDir
+from core.runs import RunDir, moved, read_metrics
 from core.sample import ensure_sample
-from eval.submit import submit
+from eval.submit import check_submission_path, submit
 from ssl.config import PretrainRecipe
 from ssl.pretrain import pretrain
 
@@ -59,7 +58,7 @@ class StagesConfig:
 @dataclass
 class ChainRecipe:
     name: str = "chain"
-    seed: int = 0
+    seed: int = option(0, ge=0)
     # The parent of every stage's run; null: runs/<name>-<data.root's folder name>, the same folder
     # for the same command, so that running it again resumes.
     run_dir: str | None = None
@@ -123,14 +122,25 @@ def stage_recipe(chain: DictConfig, name: str, schema: type, run: Path, weights:
     return load_recipe(stage.recipe, list(stage.overrides), schema, over=shared)
 
 
+def _in_chain(recipe: dict) -> dict:
+    """A stage recipe's keys, with paths inside its chain folder (the parent of its run_dir) relative to it:
+    a chain folder moved as a whole still compares equal to its snapshots."""
+    flat = flat_keys(recipe)
+    if not flat.get("run_dir"):
+        return flat
+    chain = str(Path(flat["run_dir"]).parent).rstrip("/") + "/"
+    return {k: v.replace(chain, "CHAIN/", 1) if isinstance(v, str) and v.startswith(chain) else v
+            for k, v in flat.items()}
+
+
 def check_unchanged(recipe: DictConfig, schema: type, folder: Path, ignore: tuple[str, ...] = ()) -> None:
     """A stage folder made with another recipe cannot be resumed or reused: say which keys differ
     (``ignore``: keys not compared)."""
     snapshot = folder / "recipe.yaml"
     if not snapshot.is_file():
         return
-    before = flat_keys(to_dict(load_recipe(snapshot, schema=schema)))
-    now = flat_keys(to_dict(recipe))
+    before = _in_chain(to_dict(load_recipe(snapshot, schema=schema)))
+    now = _in_chain(to_dict(recipe))
     differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in ignore)
     if differ:
         shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
@@ -139,13 +149,15 @@ def check_unchanged(recipe: DictConfig, schema: type, folder: Path, ignore: tupl
 
 
 def _finished(folder: Path, name: str) -> dict | None:
-    """The summary a stage wrote when it finished (its metrics.json), or None."""
-    path = folder / "metrics.json"
-    if not path.is_file():
+    """The summary a stage wrote when it finished (its metrics.json), its encoder's path where the stage's
+    folder is now; None where it has not finished."""
+    metrics = read_metrics(folder)
+    if metrics is None:
         return None
-    metrics = json.loads(path.read_text(encoding="utf-8"))
     if name == "submit" and not Path(metrics.get("submission", "")).is_file():
         return None  # the file was removed since: write it again
+    if "encoder" in metrics and "run_dir" in metrics:
+        metrics["encoder"] = moved(metrics["encoder"], metrics["run_dir"], folder)
     return metrics
 
 
@@ -175,40 +187,40 @@ def run_chain(chain: DictConfig) -> dict:
     run = chain_dir(chain)
     chain.run_dir = str(run)
     if chain.stages.submit.recipe:
-        check_writable(chain.submission or run / "submission.csv", "submission")
+        check_submission_path(chain.submission or run / "submission.csv")
     active = [(n, s) for n, s in STAGES if chain.stages[n].recipe]
     # Every stage's recipe is composed and checked before the first one starts (the weights a stage
     # starts from are only known once the stage before it has run: they are filled in and compared then).
     planned = {n: stage_recipe(chain, n, s, run, None) for n, s in active}
     for name, schema in active:
         check_unchanged(planned[name], schema, run / name, ignore=("model.weights",))
-    parent = RunDir.create(chain, "chain")
-    weights, summaries, seconds = None, {}, {}
-    print(f"chain {run}: {', '.join(n for n, _ in active)} (run the same command again to resume)", flush=True)
-    for i, (name, schema) in enumerate(active, 1):
-        recipe = stage_recipe(chain, name, schema, run, weights) if weights else planned[name]
-        folder = run / name
-        check_unchanged(recipe, schema, folder)
-        summary = _finished(folder, name)
-        if summary is not None:
-            print(f"chain [{i}/{len(active)}] {name}: finished before, kept ({folder})", flush=True)
-        else:
-            resume = _resumable(name, folder)
-            print(f"chain [{i}/{len(active)}] {name}: {'resuming' if resume else 'starting'} in {folder}; "
-                  f"its progress bars give its ETA", flush=True)
-            stage_started = time.perf_counter()
-            summary = _run(name, recipe, resume)
-            seconds[name] = round(time.perf_counter() - stage_started, 1)
-            print(f"chain [{i}/{len(active)}] {name}: done in {_duration(seconds[name])} "
-                  f"(chain so far {_duration(time.perf_counter() - started)})", flush=True)
-        summaries[name] = summary
-        weights = summary.get("encoder", weights)
-    result = {"stages": summaries, "figures": stage_figures(summaries), "encoder": weights,
-              "submission": summaries.get("submit", {}).get("submission"),
-              "time_s": round(time.perf_counter() - started, 1),
-              # Seconds of the stages run by this command (a kept stage's time is in its own run).
-              "stage_seconds": seconds, "recipe": to_dict(chain), "run_dir": str(run)}
-    parent.write_metrics(result)
+    with RunDir.create(chain, "chain") as parent:
+        weights, summaries, seconds = None, {}, {}
+        print(f"chain {run}: {', '.join(n for n, _ in active)} (run the same command again to resume)", flush=True)
+        for i, (name, schema) in enumerate(active, 1):
+            recipe = stage_recipe(chain, name, schema, run, weights) if weights else planned[name]
+            folder = run / name
+            check_unchanged(recipe, schema, folder)
+            summary = _finished(folder, name)
+            if summary is not None:
+                print(f"chain [{i}/{len(active)}] {name}: finished before, kept ({folder})", flush=True)
+            else:
+                resume = _resumable(name, folder)
+                print(f"chain [{i}/{len(active)}] {name}: {'resuming' if resume else 'starting'} in {folder}; "
+                      f"its progress bars give its ETA", flush=True)
+                stage_started = time.perf_counter()
+                summary = _run(name, recipe, resume)
+                seconds[name] = round(time.perf_counter() - stage_started, 1)
+                print(f"chain [{i}/{len(active)}] {name}: done in {_duration(seconds[name])} "
+                      f"(chain so far {_duration(time.perf_counter() - started)})", flush=True)
+            summaries[name] = summary
+            weights = summary.get("encoder", weights)
+        result = {"stages": summaries, "figures": stage_figures(summaries), "encoder": weights,
+                  "submission": summaries.get("submit", {}).get("submission"),
+                  "time_s": round(time.perf_counter() - started, 1),
+                  # Seconds of the stages run by this command (a kept stage's time is in its own run).
+                  "stage_seconds": seconds, "recipe": to_dict(chain), "run_dir": str(run)}
+        parent.write_metrics(result)
     return result
 
 

@@ -25,13 +25,13 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from adapt.config import PseudolabelRecipe
-from core.atomic import atomic_write_text
+from core.atomic import atomic_write_text, check_writable
 from core.errors import CuratorError, MissingInputError, RecipeError, command_line
 from core.figures import plt, save_png
 from core.metrics import HIT_KEYS
 from core.paired import paired_difference
 from core.recipe import Recipe, flat_keys, load_recipe, to_dict
-from core.runs import RunDir
+from core.runs import RunDir, read_metrics
 from ssl.config import PretrainRecipe
 
 # Recipe keys that differ between any two runs by nature, not by choice.
@@ -47,13 +47,12 @@ def _legacy_kind(metrics: dict) -> str:
     return "submit" if "submission" in metrics else "evaluate"
 
 
-def read_metrics(path: Path) -> dict:
+def run_metrics(path: Path) -> dict:
     """A run's ``metrics.json``, with its ``kind`` (also for runs written before kinds were recorded)."""
-    metrics_file = path / "metrics.json"
-    if not metrics_file.is_file():
+    metrics = read_metrics(path)
+    if metrics is None:
         raise MissingInputError(f"{path} has no metrics.json: not a finished run of python -m eval, ssl.pretrain "
                                 "or adapt.pseudolabel. Fix: pass run directories, or finish the run (--resume)")
-    metrics = json.loads(metrics_file.read_text())
     return {**metrics, "kind": metrics.get("kind") or _legacy_kind(metrics)}
 
 
@@ -78,7 +77,7 @@ def _scores(metrics: dict) -> tuple[dict, dict | None, dict, int | None]:
 
 def load_run(path: Path) -> dict:
     """A run's figures as one flat row (no recipe columns yet)."""
-    metrics = read_metrics(path)
+    metrics = run_metrics(path)
     figures, overall, stats, pool = _scores(metrics)
     row: dict = {"run": path.name, "kind": metrics["kind"], "pool": pool}
     for k in HIT_KEYS:
@@ -164,7 +163,7 @@ def paired_columns(base: pd.DataFrame, run: pd.DataFrame, k: int, same_photos: b
 def pair_with(rows: list[dict], paths: list[Path], recipes: list[dict], baseline: Path, k: int) -> None:
     """Add to each row its run's paired columns against ``baseline`` (query by query); ``recipes``: the
     runs' flat recipes."""
-    base_metrics = read_metrics(baseline)
+    base_metrics = run_metrics(baseline)
     base_pool, base_recipe = base_metrics.get("pool_size"), _recipe(baseline, base_metrics["kind"])
     base = read_queries(baseline)
     if base is None:
@@ -243,12 +242,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--baseline", type=Path, help="an evaluation run to pair every other run with, query by query")
     parser.add_argument("--k", type=int, default=3, help="the Hit@k that --baseline pairs (default 3)")
     args = parser.parse_args(argv)
+    missing = [str(p) for p in args.runs if not p.exists()]
+    if missing:
+        raise MissingInputError(f"no such run folder: {', '.join(missing)}. Fix: check the path (python -m eval, "
+                                "ssl.pretrain, adapt.pseudolabel and eval.chain print their run folder)")
     # A shell glob (runs/*) also matches files and folders that are not runs: keep the runs.
     paths = [p for p in args.runs if p.is_dir() and ((p / "metrics.json").is_file() or len(args.runs) == 1)]
     if not paths:
         raise MissingInputError(f"none of {[str(p) for p in args.runs]} is a run directory with metrics.json")
     if args.k < 1:
         raise RecipeError(f"--k {args.k}: Hit@k needs k >= 1. Fix: --k 3 (the competition's measure)")
+    check_writable(args.out / "compare.csv", "--out")
     table = compare_runs(paths, args.sort, args.baseline, args.k)
     written = write_outputs(table, paths, args.out)
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):

@@ -36,6 +36,9 @@ def test_the_chain_runs_every_stage_then_keeps_them_and_resumes_an_interrupted_o
     assert json.loads((run / "metrics.json").read_text())["stage_seconds"] == {}
     assert _mtimes(run) == made and (run / "submission.csv").read_bytes() == submitted
 
+    # The chain folder moved as a whole (another disk, a copy from another machine) resumes where it is now.
+    shutil.move(run, tmp_path / "moved")
+    run = tmp_path / "moved"
     # Stage 2 interrupted after its first round (its summary and round 2 never written), the
     # submission never made: the chain keeps stage 1 and round 1 and makes the rest again.
     final = load_encoder(run / "pseudolabel" / "round2" / "encoder.pt").state_dict()

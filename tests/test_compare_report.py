@@ -27,7 +27,8 @@ def two_runs(tmp_path_factory, sample_root):
 
 
 def test_compare_tabulates_what_differs_and_writes_csv_markdown_and_plots(two_runs, tmp_path):
-    result = run_cli("eval.compare", str(two_runs / "plain"), str(two_runs / "whitened"), str(two_runs / "nothing"),
+    (tmp_path / "not-a-run").mkdir()  # what a shell glob (runs/*) may also match: left out
+    result = run_cli("eval.compare", str(two_runs / "plain"), str(two_runs / "whitened"), str(tmp_path / "not-a-run"),
                      "--out", str(tmp_path), "--sort", "synthetic hit@3")
     assert result.returncode == 0, result.stderr
     table = compare_runs([two_runs / "plain", two_runs / "whitened"])

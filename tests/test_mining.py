@@ -112,7 +112,7 @@ def test_a_round_runs_end_to_end_and_accounts_for_its_pairs(tmp_path, sample_roo
 
 def test_a_round_without_trustworthy_pairs_stops_and_says_so(tmp_path, sample_root):
     tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "embed.num_workers=0",
-            "embed.progress=false", "mining.min_similarity=1.1", "mining.verify=false"]
+            "embed.progress=false", "mining.min_similarity=1.0", "mining.verify=false"]
     result = run_cli("adapt.pseudolabel", *tiny, f"data.labeled=[{sample_root}]", f"run_dir={tmp_path / 'pl'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nothing to refine" in result.stderr
