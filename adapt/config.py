@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig
 
 from adapt.mining import MiningConfig
-from core.errors import RecipeError
-from core.options import option
+from core.base.errors import RecipeError
+from core.base.options import option
 from ssl.config import TrainingRecipe
 
 

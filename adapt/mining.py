@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from core.atomic import atomic_write_text
-from core.options import option
-from core.pool import row_index
-from core.search import is_mutual, topk
-from core.verify import Verifier
+from core.base.atomic import atomic_write_text
+from core.base.options import option
+from core.data.pool import row_index
+from core.pixels.verify import Verifier
+from core.vectors.search import is_mutual, topk
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,8 @@ class MiningConfig:
     duplicate_similarity: float = option(0.995, ge=-1, le=1)
     k_reciprocal: int = option(0, ge=0)
     min_shared: float = option(0.3, ge=0, le=1)
+    # Verify candidates geometrically, as the recipe's verify section says (min_inliers, max_side).
     verify: bool = False
-    min_inliers: int = option(25, ge=0)
-    verify_max_side: int = option(512, ge=64)
     trust_unverified_at: float | None = option(None, ge=0, le=1)  # None: verified candidates only
 
 
@@ -88,17 +87,17 @@ def mine_pairs(vectors: np.ndarray, names: Sequence[str], paths: Sequence[Path],
         reason[(reason == "") & (table["shared"] < float(cfg.min_shared))] = "few shared neighbours"
     inliers = np.full(len(table), -1)
     if cfg.verify:
-        verifier = verifier or Verifier(max_side=int(cfg.verify_max_side))
+        verifier = verifier or Verifier()
         todo = np.flatnonzero(reason == "")
         for n in tqdm(todo, desc="verify pairs", unit="pair", disable=not progress, mininterval=1.0):
             inliers[n] = verifier.inliers(paths[table.at[n, "a"]], paths[table.at[n, "b"]])
-        share = verified_share(inliers, int(cfg.min_inliers))
+        share = verified_share(inliers, verifier.min_inliers)
         if trust_unverified is None:
             trust_unverified = cfg.trust_unverified_at is not None and share >= float(cfg.trust_unverified_at)
         log.info("verification passed %.0f%% of %d candidates: %s", 100 * share, len(todo),
                  "the others are kept too" if trust_unverified else "only those are kept")
         if not trust_unverified:
-            reason[(reason == "") & (inliers < int(cfg.min_inliers)) & (inliers >= 0)] = "not verified"
+            reason[(reason == "") & (inliers < verifier.min_inliers) & (inliers >= 0)] = "not verified"
         table.attrs.update(verified_share=share, trust_unverified=bool(trust_unverified))
     table["inliers"] = inliers
     table["kept"] = reason == ""

@@ -23,22 +23,22 @@ from omegaconf import DictConfig, OmegaConf
 from adapt.config import PseudolabelRecipe
 from adapt.mining import accounting, labeled_rows, mine_pairs, true_pairs, write_pairs
 from adapt.refine import PairViewDataset
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import embed_images, recipe_reader
-from core.errors import MissingInputError, command_line
-from core.images import make_reader
-from core.metrics import HITS_LABEL, format_hits
-from core.pool import Pool, recipe_pool
+from core.base.errors import MissingInputError, command_line
+from core.base.runs import RunDir
+from core.data.pool import Pool, recipe_pool
+from core.model.backbone import EncoderSpec, build_encoder
+from core.model.embed import embed_images, recipe_reader
+from core.pixels.images import make_reader
+from core.pixels.verify import Verifier
 from core.post import PostProcessor
 from core.recipe import cli_parser, load_recipe, resumable_recipe, to_dict
-from core.runs import RunDir
 from core.scoring import labeled_scores, post_applied
-from core.tuning import configure_tuning
-from core.verify import Verifier
+from core.vectors.metrics import HITS_LABEL, format_hits
 from ssl.augment import view_maker
 from ssl.methods import SimCLRModule
 from ssl.monitor import EvalMonitor
 from ssl.training import checkpoint_identity, finish, fit, quiet_known_warnings, resume_epoch
+from ssl.tuning import configure_tuning
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _round(recipe: DictConfig, run: RunDir, pool: Pool, weights: str, n: int, ve
         record = {"round": n, "start": weights, "mining": mined, "pool_before": before}
         if len(kept) < 2:
             log.warning("round %d kept %d pairs (see %s): nothing to refine on, so the model stays as it is. Fix: "
-                        "loosen mining.min_similarity / mining.min_inliers, or start from a better model", n,
+                        "loosen mining.min_similarity / verify.min_inliers, or start from a better model", n,
                         len(kept), round_run.path / "pairs.csv")
             return {**record, "encoder": weights, "refined": False, "time_s": round(time.perf_counter() - started, 1)}
         if len(kept) < int(sub.train.batch_size):
@@ -143,7 +143,7 @@ def pseudolabel(recipe: DictConfig, resume: bool = False, callbacks: tuple[pl.Ca
             _check_round_checkpoint(run, len(rounds) + 1)
         pool = recipe_pool(recipe)
         weights = _start_weights(recipe.model.weights)
-        verifier = Verifier(max_side=int(recipe.mining.verify_max_side)) if recipe.mining.verify else None
+        verifier = Verifier.from_config(recipe.verify) if recipe.mining.verify else None
         run.write_metrics_lines(rounds)
         if rounds:
             # A refined round's encoder is in its folder, wherever the run folder has moved since.

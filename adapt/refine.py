@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from core.images import ImageReader
+from core.pixels.images import ImageReader
 from ssl.augment import ViewMaker
 
 

@@ -23,7 +23,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.backbone import EncoderSpec, build_encoder
+from core.model.backbone import EncoderSpec, build_encoder
 
 NAMES = [
     "vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "vit_large_patch14_dinov2", "vit_giant_patch14_dinov2",

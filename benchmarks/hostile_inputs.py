@@ -204,14 +204,14 @@ def case_tracebacks(b: Bench) -> None:
                                                           "--out", str(b.t / "cmp")))
 
 
-def _chain_recipe(b: Bench, data: Path) -> Path:
-    path = b.t / "chain.yaml"
+def chain_recipe(path: Path, data: Path, epochs: int = 1) -> Path:
+    """A chain recipe at ``path``: the tiny model, one short round per stage, on the images of ``data``."""
     path.write_text(f"""defaults: [{ROOT / 'recipes' / 'chain'}]
 model: {{arch: test_vit, weights: none, img_size: 32}}
 data: {{root: {data}}}
 stages:
   pretrain:
-    overrides: [{', '.join(TRAIN)}, train.images_per_epoch=8]
+    overrides: [{', '.join(TRAIN)}, train.images_per_epoch=8, train.epochs={epochs}]
   pseudolabel:
     overrides: [{', '.join(TRAIN)}, rounds=1, mining.verify=false]
   submit:
@@ -223,7 +223,7 @@ stages:
 def case_chain(b: Bench) -> None:
     data = b.t / "chain-images"
     write_images(data, 12)
-    recipe = _chain_recipe(b, data)
+    recipe = chain_recipe(b.t / "chain.yaml", data)
     run = b.t / "chain-run"
     env = {**os.environ, "CURATOR_CACHE": str(b.t / "cache")}
     args = [sys.executable, "-m", "eval.chain", str(recipe), f"run_dir={run}"]
@@ -262,7 +262,7 @@ def case_pool_runs(b: Bench) -> None:
         result = b.run("eval", TINY, f"data.root={data}", f"run_dir={data / name}", "synthetic.num_queries=3")
     pool = json.loads((data / "run2" / "metrics.json").read_text())["pool_size"] if result.returncode == 0 else None
     b.record("11 run folders inside data.root", result, f"exit {result.returncode}; run 2's pool: {pool} images "
-             f"(the folder holds 6); warning: {'run folder' in result.stderr}")
+             f"(the folder holds 6); warning: {'earlier runs' in result.stderr}")
 
 
 def case_compare_typo(b: Bench) -> None:

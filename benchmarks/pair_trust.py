@@ -22,9 +22,9 @@ from omegaconf import OmegaConf
 from adapt.config import PseudolabelRecipe
 from adapt.mining import accounting, labeled_rows, mine_pairs, true_pairs
 from adapt.pseudolabel import DEFAULT_RECIPE
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import embed_images, recipe_reader
-from core.pool import recipe_pool
+from core.data.pool import recipe_pool
+from core.model.backbone import EncoderSpec, build_encoder
+from core.model.embed import embed_images, recipe_reader
 from core.recipe import load_recipe
 
 

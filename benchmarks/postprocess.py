@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.embed import Embeddings, select_views
-from core.metrics import HIT_KEYS, summarize, target_ranks
-from core.pool import recipe_pool
+from core.data.pool import recipe_pool
+from core.data.synthetic import load_synthetic_queries
+from core.model.embed import Embeddings, select_views
 from core.post import PostProcessor, concat_blocks
 from core.recipe import load_recipe
 from core.scoring import by_condition, labeled_metrics
-from core.synthetic import load_synthetic_queries
+from core.vectors.metrics import HIT_KEYS, summarize, target_ranks
 
 SINGLE = {
     "none": ["post.steps=[]"],

@@ -17,15 +17,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.backbone import EncoderSpec, build_encoder
-from core.images import list_images, make_reader
+from core.model.backbone import EncoderSpec, build_encoder
+from core.pixels.images import list_images, make_reader
+from core.pixels.sample import ensure_sample
 from core.recipe import load_recipe
-from core.sample import ensure_sample
-from core.tuning import configure_tuning
 from ssl.augment import view_maker
 from ssl.config import PretrainRecipe
 from ssl.dataset import EpochSampler, ViewDataset
 from ssl.methods import METHODS
+from ssl.tuning import configure_tuning
 
 
 class Premade(Dataset):

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.postprocess import load_synthetic, synthetic_hits
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, recipe_reader, recipe_views, select_views
-from core.photosim import CONDITIONS
-from core.pool import recipe_pool
+from core.data.pool import recipe_pool
+from core.model.backbone import EncoderSpec, build_encoder
+from core.model.embed import Embeddings, embed_images, recipe_reader, recipe_views, select_views
+from core.pixels.photosim import CONDITIONS
 from core.post import PostProcessor
 from core.recipe import load_recipe
 from core.scoring import labeled_metrics

@@ -41,15 +41,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from benchmarks.submit_20k import tree_memory_bytes
-from core.atomic import atomic_write_text
-from core.diffusion import knn_graph, spectral_embedding
-from core.metrics import summarize, target_ranks
-from core.photosim import simulate_query
+from core.base.atomic import atomic_write_text
+from core.pixels.photosim import simulate_query
+from core.pixels.sample import make_distractor, make_painting
 from core.post import Whitening, pseudo_pairs
-from core.recipe import DiffusionConfig
-from core.sample import make_distractor, make_painting
-from core.search import mutual_nearest_neighbours, topk
+from core.post.diffusion import DiffusionConfig
+from core.vectors.diffusion import knn_graph, spectral_embedding
+from core.vectors.metrics import summarize, target_ranks
+from core.vectors.search import mutual_nearest_neighbours, topk
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 20  # per block: 1 photo, 10 paintings, 9 distractors (the competition's 1,000 / 10,000 / 9,000)
@@ -125,6 +124,29 @@ def subset(out: Path, size: int) -> Path:
             (tmp / name).symlink_to((out / "images" / name).resolve())
         tmp.rename(folder)
     return folder
+
+
+def tree_memory_bytes(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) summed over ``pid`` and all its descendants (Linux /proc).
+
+    The RSS sum counts every page the processes share (the libraries, the parent's memory that
+    DataLoader workers inherit) once per process, so it overstates what the tree holds, by about 2x
+    with two workers; PSS splits each shared page among its sharers, so its sum is the tree's memory.
+    """
+    rss = pss = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                rss += int(f.read().split()[1]) * 4096
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                pss += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError, StopIteration):
+            continue
+    return rss, pss
 
 
 def exponent(sizes: list[int], values: list[float]) -> float:

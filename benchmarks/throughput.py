@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import ImageFileDataset, embed_images
-from core.images import ImageReader, list_images
-from core.preprocess import eval_transform
+from core.model.backbone import EncoderSpec, build_encoder
+from core.model.embed import ImageFileDataset, embed_images
+from core.pixels.images import ImageReader, list_images
+from core.pixels.preprocess import eval_transform
+from core.pixels.sample import ensure_sample
 from core.recipe import load_recipe
-from core.sample import ensure_sample
-from core.search import faiss_available, mutual_nearest_neighbours
+from core.vectors.search import faiss_available, mutual_nearest_neighbours
 
 
 def _images(n: int) -> list[Path]:

@@ -7,7 +7,7 @@ turn with the photos' other conditions. Here every synthetic photo of a run is t
 lossless), those photos are embedded with the run's recipe (all the views it kept), and every option
 ``query_views`` knows is scored per turn on the identical photos, after the post steps (fitted on the
 pool and that turn's photos, as eval fits them). Per option: Hit@3 per turn, the mean weighted by
-the competition's turn frequencies (``core.photosim.QUARTER_TURNS``), the largest drop from upright,
+the competition's turn frequencies (``core.pixels.photosim.QUARTER_TURNS``), the largest drop from upright,
 and the photos found upright but lost turned (and the reverse) for that drop.
 
     python -m eval recipes/submission.yaml data.labeled=[../shared/data/mcv-museum] \\
@@ -30,15 +30,15 @@ import pandas as pd
 
 from benchmarks.postprocess import load_synthetic
 from benchmarks.query_views import OPTIONS, PLAIN, TURNS4
-from core.atomic import atomic_write_bytes
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, recipe_reader, recipe_views, select_views
-from core.images import ImageReader
-from core.metrics import target_ranks
-from core.photosim import QUARTER_TURNS, TURN_CONDITIONS
-from core.pool import recipe_pool
+from core.base.atomic import atomic_write_bytes
+from core.data.pool import recipe_pool
+from core.model.backbone import EncoderSpec, build_encoder
+from core.model.embed import Embeddings, embed_images, recipe_reader, recipe_views, select_views
+from core.pixels.images import ImageReader
+from core.pixels.photosim import QUARTER_TURNS, TURN_CONDITIONS
 from core.post import PostProcessor
 from core.recipe import load_recipe
+from core.vectors.metrics import target_ranks
 
 TURN_OF = {name: turn for turn, name in TURN_CONDITIONS.items()}
 
@@ -52,7 +52,7 @@ def turned_photos(run: Path, syn_names: list[str], conditions: list[list[str]], 
         path = folder / f"{Path(name).stem}.png"
         if not path.is_file():
             photo = reader(run / "synthetic" / "images" / Path(name).name)
-            # core.photosim turned the photo clockwise by its turn (np.rot90 with k = -turn / 90).
+            # core.pixels.photosim turned the photo clockwise by its turn (np.rot90 with k = -turn / 90).
             upright = np.rot90(photo, k=TURN_OF[shown[0]] // 90)
             ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(np.rot90(upright, k=-turn // 90)),
                                                         cv2.COLOR_RGB2BGR))

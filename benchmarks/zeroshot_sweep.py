@@ -3,7 +3,7 @@
     CURATOR_SHARED=../shared python -m benchmarks.zeroshot_sweep [recipes/zeroshot.yaml] [key=value ...]
 
 Defaults to ../shared/data/mcv-museum with ../shared/data/distractors in the pool. Poolings and
-flips share one decoding and forward pass per resize policy (core.embed.embed_variants), so the grid
+flips share one decoding and forward pass per resize policy (core.model.embed.embed_variants), so the grid
 costs three pool embeddings with flipping, not eighteen. Prints a table, writes it as CSV with
 per-set Hit@1/3/10, and keeps every variant's embeddings for later comparisons.
 """
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.backbone import POOLINGS, EncoderSpec, build_encoder
-from core.embed import embed_variants, recipe_reader
-from core.metrics import HIT_KEYS, KS
-from core.pool import build_pool
-from core.preprocess import RESIZE_POLICIES
+from core.data.pool import build_pool
+from core.model.backbone import POOLINGS, EncoderSpec, build_encoder
+from core.model.embed import embed_variants, recipe_reader
+from core.pixels.preprocess import RESIZE_POLICIES
 from core.recipe import load_recipe
 from core.scoring import labeled_metrics
+from core.vectors.metrics import HIT_KEYS, KS
 
 HEADLINE = ["resize", "pooling", "flip", *(f"overall {k}" for k in HIT_KEYS), "overall map"]
 

@@ -16,16 +16,16 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from core.backbone import Encoder
-from core.embed import Embeddings, embed_images, gate_margin
-from core.images import ImageReader
-from core.metrics import HIT_KEYS, summarize, target_ranks
-from core.photosim import CONDITIONS
-from core.pool import LabeledSet, Pool, row_index
+from core.base.runs import RunDir
+from core.data.pool import LabeledSet, Pool, row_index
+from core.data.synthetic import SyntheticQueries, make_synthetic_queries
+from core.model.backbone import Encoder
+from core.model.embed import Embeddings, embed_images, gate_margin
+from core.pixels.images import ImageReader
+from core.pixels.photosim import CONDITIONS
 from core.post import PostProcessor
-from core.runs import RunDir
-from core.stats import pair_stats
-from core.synthetic import SyntheticQueries, make_synthetic_queries
+from core.vectors.metrics import HIT_KEYS, summarize, target_ranks
+from core.vectors.stats import pair_stats
 
 
 def rows_of(labeled: LabeledSet, pool: Pool, emb: Embeddings) -> tuple[list[int], list[list[int]], list[str]]:
@@ -72,7 +72,8 @@ def first_ranks(ranks: Sequence[np.ndarray]) -> list[int | None]:
 def query_table(pool: Pool, raw: Embeddings, final: Embeddings | None = None,
                 synthetic: SyntheticScore | None = None) -> pd.DataFrame:
     """One row per scored query: ``kind`` (labeled or synthetic), ``set``, ``query`` (image name), ``rank``
-    of its best target after the post steps and ``raw_rank`` before them (empty where none ran).
+    of its best target after the post steps and ``raw_rank`` before them (empty where none ran), and a
+    synthetic photo's ``conditions`` (joined by ``;``).
 
     Runs scored on the same pool share these rows, so ``eval.compare --baseline`` can pair them.
     """
@@ -82,18 +83,18 @@ def query_table(pool: Pool, raw: Embeddings, final: Embeddings | None = None,
     before = labeled_ranks(pool, raw) if final is not None else None
     for name, (queries, _, ranks) in after.items():
         raw_ranks = first_ranks(before[name][2]) if before is not None else [None] * len(ranks)
-        rows += [("labeled", name, scored.names[q], r, rr)
+        rows += [("labeled", name, scored.names[q], r, rr, "")
                  for q, r, rr in zip(queries, first_ranks(ranks), raw_ranks, strict=True)]
     if synthetic is not None:
         raw_ranks = synthetic.raw_ranks or [None] * len(synthetic.ranks)
-        rows += [("synthetic", "synthetic", n, r, rr)
-                 for n, r, rr in zip(synthetic.names, synthetic.ranks, raw_ranks, strict=True)]
-    table = pd.DataFrame(rows, columns=["kind", "set", "query", "rank", "raw_rank"])
+        rows += [("synthetic", "synthetic", n, r, rr, ";".join(c))
+                 for n, r, rr, c in zip(synthetic.names, synthetic.ranks, raw_ranks, synthetic.conditions, strict=True)]
+    table = pd.DataFrame(rows, columns=["kind", "set", "query", "rank", "raw_rank", "conditions"])
     return table.astype({"rank": "Int64", "raw_rank": "Int64"})
 
 
 def headline(figures: dict) -> dict:
-    """The Hit@k and mAP of a :func:`core.metrics.summarize` result."""
+    """The Hit@k and mAP of a :func:`core.vectors.metrics.summarize` result."""
     return {k: figures[k] for k in (*HIT_KEYS, "map")}
 
 
@@ -112,7 +113,7 @@ def post_applied(post: PostProcessor, emb: Embeddings, paths: list[Path], save: 
 
 
 def by_condition(ranks: list[np.ndarray], conditions: list[list[str]]) -> dict[str, dict]:
-    """The metrics of the queries showing each condition (``core.photosim.CONDITIONS`` order; a
+    """The metrics of the queries showing each condition (``core.pixels.photosim.CONDITIONS`` order; a
     condition no query shows is left out)."""
     shown = [c for c in CONDITIONS if any(c in q for q in conditions)]
     return {c: summarize([r for r, q in zip(ranks, conditions, strict=True) if c in q]) for c in shown}
@@ -125,6 +126,7 @@ class SyntheticScore:
     figures: dict
     names: list[str]
     ranks: list[int | None]
+    conditions: list[list[str]]
     raw_ranks: list[int | None] | None = None
 
 
@@ -153,7 +155,7 @@ def score_synthetic(encoder: Encoder, queries: SyntheticQueries, emb: Embeddings
     figures = {**summarize(ranks), **({"raw": raw} if raw else {}),
                "conditions": by_condition(ranks, queries.conditions),
                "stats": pair_stats(joint.vectors, rows, list(queries.sources))}
-    return SyntheticScore(figures, list(queries.names), first_ranks(ranks),
+    return SyntheticScore(figures, list(queries.names), first_ranks(ranks), list(queries.conditions),
                           first_ranks(raw_ranks) if raw_ranks is not None else None)
 
 

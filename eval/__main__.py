@@ -7,7 +7,7 @@ writes RUN_DIR/metrics.json. With no data given it evaluates on the built-in sam
 
 import sys
 
-from core.errors import command_line
+from core.base.errors import command_line
 from core.recipe import parse_cli
 from eval.evaluate import evaluate, format_table
 

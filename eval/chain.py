@@ -24,12 +24,13 @@ from omegaconf import DictConfig
 
 from adapt.config import PseudolabelRecipe
 from adapt.pseudolabel import pseudolabel
-from core.errors import RecipeError, command_line
-from core.metrics import HITS_LABEL, format_hits
-from core.options import option
-from core.recipe import DataConfig, Recipe, cli_parser, flat_keys, load_recipe, recipe_from_args, to_dict
-from core.runs import RunDir, moved, read_metrics
-from core.sample import ensure_sample
+from core.base.errors import RecipeError, command_line
+from core.base.options import option
+from core.base.runs import RunDir, moved, read_metrics
+from core.data.pool import DataConfig
+from core.pixels.sample import ensure_sample
+from core.recipe import Recipe, cli_parser, flat_keys, load_recipe, recipe_from_args, to_dict
+from core.vectors.metrics import HITS_LABEL, format_hits
 from eval.submit import check_submission_path, submit
 from ssl.config import PretrainRecipe
 from ssl.pretrain import pretrain

@@ -6,7 +6,7 @@ Markdown, a Hit@3 bar chart and (for runs that trained) overlaid training curves
 
 With ``--baseline``, evaluation runs are also paired query by query with that one (their
 ``queries.csv``): the Hit@k difference on the labeled and on the synthetic queries, its 95% interval,
-the queries gained and lost and McNemar's p (``core.paired``), e.g. ``+0.036 [+0.007, +0.071] +5/-0
+the queries gained and lost and McNemar's p (``core.vectors.paired``), e.g. ``+0.036 [+0.007, +0.071] +5/-0
 p=0.062``. A few queries of 140 is within what chance moves; the interval says whether it is.
 
 Evaluation runs (``python -m eval``) are scored on their whole pool; training runs
@@ -25,35 +25,30 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from adapt.config import PseudolabelRecipe
-from core.atomic import atomic_write_text, check_writable
-from core.errors import CuratorError, MissingInputError, RecipeError, command_line
-from core.figures import plt, save_png
-from core.metrics import HIT_KEYS
-from core.paired import paired_difference
+from core.base.atomic import atomic_write_text, check_writable
+from core.base.errors import CuratorError, MissingInputError, RecipeError, command_line
+from core.base.figures import plt, save_png
+from core.base.runs import RunDir, read_metrics
+from core.pixels.photosim import CONDITIONS
 from core.recipe import Recipe, flat_keys, load_recipe, to_dict
-from core.runs import RunDir, read_metrics
+from core.vectors.metrics import HIT_KEYS
+from core.vectors.paired import paired_difference
 from ssl.config import PretrainRecipe
 
 # Recipe keys that differ between any two runs by nature, not by choice.
 IGNORED_KEYS = ("run_dir", "name", "submission", "embed.progress")
 
 
-def _legacy_kind(metrics: dict) -> str:
-    """The kind of a run written before metrics.json recorded it (layout 1), told by its keys."""
-    if "rounds" in metrics:
-        return "pseudolabel"
-    if "last" in metrics:
-        return "pretrain"
-    return "submit" if "submission" in metrics else "evaluate"
-
-
 def run_metrics(path: Path) -> dict:
-    """A run's ``metrics.json``, with its ``kind`` (also for runs written before kinds were recorded)."""
+    """A run's ``metrics.json``, which names the kind of run that wrote it."""
     metrics = read_metrics(path)
     if metrics is None:
         raise MissingInputError(f"{path} has no metrics.json: not a finished run of python -m eval, ssl.pretrain "
                                 "or adapt.pseudolabel. Fix: pass run directories, or finish the run (--resume)")
-    return {**metrics, "kind": metrics.get("kind") or _legacy_kind(metrics)}
+    if "kind" not in metrics:
+        raise MissingInputError(f"{path}/metrics.json names no kind of run: it was written by an older Curator. "
+                                "Fix: run that command again with this version")
+    return metrics
 
 
 def _scores(metrics: dict) -> tuple[dict, dict | None, dict, int | None]:
@@ -136,7 +131,7 @@ def compare_runs(paths: list[Path], sort: str = "hit@3", baseline: Path | None =
 def read_queries(path: Path) -> pd.DataFrame | None:
     """An evaluation run's per-query ranks (``queries.csv``), or None where it has none."""
     file = RunDir(path).queries_file
-    return pd.read_csv(file, dtype={"set": str, "query": str}) if file.is_file() else None
+    return pd.read_csv(file, dtype={"set": str, "query": str, "conditions": str}) if file.is_file() else None
 
 
 # Synthetic photos are named by their order (synthetic/syn_00000.jpg): two runs hold the same photos
@@ -157,6 +152,15 @@ def paired_columns(base: pd.DataFrame, run: pd.DataFrame, k: int, same_photos: b
         if len(both):
             diff = paired_difference(both["rank_base"].to_numpy() < k, both["rank_run"].to_numpy() < k)
             columns[label] = str(diff)
+        if kind == "synthetic" and len(both) and "conditions_base" in both:
+            # Per condition of the photos (the same photos in both runs): where a model gains or loses.
+            shown = both["conditions_base"].fillna("").str.split(";")
+            for condition in CONDITIONS:
+                mask = shown.map(lambda c, condition=condition: condition in c).to_numpy()
+                if mask.any():
+                    diff = paired_difference(both["rank_base"].to_numpy()[mask] < k,
+                                             both["rank_run"].to_numpy()[mask] < k)
+                    columns[f"vs base {condition} hit@{k} (n={int(mask.sum())})"] = str(diff)
     return columns or {f"vs base hit@{k}": "no query in common"}
 
 

@@ -1,6 +1,6 @@
 """python -m eval.crops FOLDER [--out crops.png] [--limit 24] [--seed 0]
 
-A PNG grid of what painting localisation (``embed.crop``, ``core.localise``) makes of the photos
+A PNG grid of what painting localisation (``embed.crop``, ``core.pixels.localise``) makes of the photos
 in FOLDER: each photo with the quadrilaterals found in it (green), beside the rectified crops that
 are embedded (side by side where a photo shows several paintings); "no crop" where the photo is kept
 as it is. Look at it before turning crops on.
@@ -15,11 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.atomic import check_writable
-from core.errors import command_line
-from core.figures import plt, save_png
-from core.images import ImageReader, list_images
-from core.localise import find_paintings, rectify
+from core.base.atomic import check_writable
+from core.base.errors import command_line
+from core.base.figures import plt, save_png
+from core.pixels.images import ImageReader, list_images
+from core.pixels.localise import find_paintings, rectify
 
 # Photos are localised at about this size; the grid shows them smaller still.
 READ_SIDE = 640

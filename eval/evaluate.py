@@ -5,24 +5,34 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import asdict
 
 from omegaconf import DictConfig
 
-from core.atomic import atomic_write_text
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import embed_images, recipe_reader
-from core.metrics import METRICS
-from core.pool import recipe_pool
+from core.base.atomic import atomic_write_text
+from core.base.runs import RunDir
+from core.base.seeding import seed_everything
+from core.data.pool import recipe_pool
+from core.model.backbone import Encoder, EncoderSpec, build_encoder
+from core.model.embed import embed_images, recipe_reader
 from core.post import PostProcessor
 from core.recipe import to_dict
-from core.runs import RunDir
 from core.scoring import labeled_scores, post_applied, query_table, synthetic_metrics
-from core.seeding import seed_everything
-from core.stats import embedding_stats
+from core.vectors.metrics import METRICS
+from core.vectors.stats import embedding_stats
 
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = (*METRICS, "n_queries")
+
+
+def keep_orientation(encoder: Encoder, run: RunDir) -> dict | None:
+    """Where this run fitted the encoder's orientation head (``embed.orient``), save the encoder with it as
+    ``RUN/encoder.pt`` (``model.weights`` reuses both) and return how the head did; else None."""
+    if encoder.orientation_report is None:
+        return None
+    encoder.save(run.path / "encoder.pt")
+    return {**asdict(encoder.orientation_report), "encoder": str(run.path / "encoder.pt")}
 
 
 def evaluate(recipe: DictConfig) -> dict:
@@ -55,6 +65,8 @@ def evaluate(recipe: DictConfig) -> dict:
             "post": {"steps": list(recipe.post.steps), "time_s": post.timings,
                      "verified_pairs": post.verified_pairs} if post.active else None,
             "pool_size": len(emb),
+            "orientation": keep_orientation(encoder, run),
+            "forwards_per_image": emb.forwards_per_image,
             "skipped": emb.skipped,
             "backbone": encoder.describe(),
             "recipe": to_dict(recipe),

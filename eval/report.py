@@ -22,20 +22,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.atomic import atomic_write_text
-from core.embed import Embeddings, gate_margin
-from core.errors import ImageDecodeError, MissingInputError, command_line
-from core.figures import plt, save_png
-from core.images import ImageReader, shrink_to
-from core.metrics import target_ranks
-from core.photosim import CONDITIONS
-from core.pool import Pool, recipe_pool
+from core.base.atomic import atomic_write_text
+from core.base.errors import ImageDecodeError, MissingInputError, command_line
+from core.base.figures import plt, save_png
+from core.data.pool import Pool, recipe_pool
+from core.data.synthetic import load_synthetic_queries
+from core.model.embed import Embeddings, gate_margin
+from core.pixels.images import ImageReader, shrink_to
+from core.pixels.photosim import CONDITIONS
 from core.post import PostProcessor
 from core.recipe import load_recipe
 from core.scoring import rows_of
-from core.search import topk
-from core.stats import hubness
-from core.synthetic import load_synthetic_queries
+from core.vectors.metrics import target_ranks
+from core.vectors.search import topk
+from core.vectors.stats import hubness
 
 THUMB = 160
 

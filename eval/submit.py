@@ -19,16 +19,17 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from core.atomic import atomic_path, check_writable
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, recipe_reader
-from core.errors import CuratorError, OutputError, RecipeError, command_line
-from core.images import list_images, looks_like_image, unique_files
-from core.pool import row_index
+from core.base.atomic import atomic_path, check_writable
+from core.base.errors import CuratorError, OutputError, RecipeError, command_line
+from core.base.runs import RunDir, is_run_folder
+from core.base.seeding import seed_everything
+from core.data.pool import row_index
+from core.model.backbone import EncoderSpec, build_encoder
+from core.model.embed import Embeddings, embed_images, recipe_reader
+from core.pixels.images import list_images, looks_like_image, unique_files
 from core.post import PostProcessor
 from core.recipe import parse_cli
-from core.runs import RunDir, is_run_folder
-from core.seeding import seed_everything
+from eval.evaluate import keep_orientation
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def validate_submission(path: str | Path, expected_names: list[str] | None = Non
 
 
 def check_submission_path(path: str | Path) -> Path:
-    """:func:`core.atomic.check_writable`, and never over a file that is not a submission: an existing file
+    """:func:`core.base.atomic.check_writable`, and never over a file that is not a submission: an existing file
     at ``path`` must be a CSV (an image given as the output, say, is refused before any work)."""
     path = Path(path)
     if path.is_file() and (path.suffix.lower() != ".csv" or looks_like_image(path)):
@@ -107,7 +108,7 @@ def check_submission_path(path: str | Path) -> Path:
 
 def every_name(emb: Embeddings, names: list[str], first: list[int]) -> Embeddings:
     """``emb`` (one row per file) with a row for every name: a name that reaches a file already embedded
-    under another name (``first``, from :func:`core.images.unique_files`) gets that row's embedding."""
+    under another name (``first``, from :func:`core.pixels.images.unique_files`) gets that row's embedding."""
     row = row_index(emb.names)
     kept = [i for i, f in enumerate(first) if names[f] in row]
     rows = [row[names[first[i]]] for i in kept]
@@ -137,6 +138,7 @@ def submit(recipe: DictConfig) -> dict:
         emb = embed_images(encoder, [paths[i] for i in unique], [names[i] for i in unique], recipe.embed,
                            reader=reader, skip_corrupt=recipe.data.skip_corrupt, desc="embed")
         emb.save(run.embeddings_dir)
+        emb_forwards = emb.forwards_per_image
         post = PostProcessor(recipe, run.path / "post")
         if post.active:
             row = row_index(names)
@@ -150,7 +152,8 @@ def submit(recipe: DictConfig) -> dict:
         checked = validate_submission(out, expected_names=emb.names, dim=emb.dim)
         summary = {"submission": str(out), **checked, "skipped": emb.skipped,
                    "time_s": round(time.perf_counter() - started, 2)}
-        run.write_metrics({**summary, "backbone": encoder.describe()})
+        run.write_metrics({**summary, "backbone": encoder.describe(), "orientation": keep_orientation(encoder, run),
+                           "forwards_per_image": emb_forwards})
         return summary
 
 

@@ -7,13 +7,38 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.errors import RecipeError
-from core.options import option
-from core.recipe import Recipe, TuneConfig, check_choices
+from core.base.errors import RecipeError
+from core.base.options import check_choices, option
+from core.recipe import Recipe
 from ssl.methods import METHODS
+from ssl.tuning import TUNE_MODES, TuneConfig
 
 EXPORTS = ("teacher", "student")
 PROTOTYPES = ("random", "data")
+
+
+@dataclass
+class HardConfig:
+    """Visitor photos in the conditions the queries find hardest, one condition per view (``views.hard``)."""
+
+    # The share of visitor-photo views that are hard photos: dim, low-resolution or zoomed in, in turn.
+    p: float = option(0.0, ge=0, le=1)
+    # Uneven dim light: the view's brightness times this gain (a ramp of +-30% across it), with shadows
+    # and glare.
+    dim_gain: list[float] = field(default_factory=lambda: [0.45, 0.65])
+    # Low resolution: the longer side brought down to this many pixels, with blur and JPEG of this quality.
+    low_side: list[int] = field(default_factory=lambda: [200, 300])
+    jpeg_quality: list[int] = field(default_factory=lambda: [35, 85])
+    # Zoom-ins: a window of this share of the painting's sides.
+    zoom_window: list[float] = field(default_factory=lambda: [0.5, 0.95])
+
+    @staticmethod
+    def check(section, key: str) -> None:
+        for name, low, high in (("dim_gain", 0, 1), ("low_side", 8, 100_000), ("jpeg_quality", 1, 100),
+                                ("zoom_window", 0, 1)):
+            lo, hi = list(section[name])
+            if not low < lo <= hi <= high:
+                raise RecipeError(f"{key}.{name}=[{lo}, {hi}] must satisfy {low} < low <= high <= {high}")
 
 
 @dataclass
@@ -27,9 +52,10 @@ class ViewsConfig:
     max_side: int = option(448, ge=16)
     # A visitor photo's chance of a quarter turn (180 > 270 > 90, as in the competition's queries)
     # and of a 2-10 degree tilt inside pale padding. Off: at the stage-1 budget they taught no turns
-    # (README, "Turned and framed photos"; benchmarks/train_views.sh).
+    # (docs/results/views.md, "Training views").
     turn_p: float = option(0.0, ge=0, le=1)
     padding_p: float = option(0.0, ge=0, le=1)
+    hard: HardConfig = field(default_factory=HardConfig)
 
 
 @dataclass
@@ -64,6 +90,10 @@ class DinoConfig:
     # The second global view is always a simulated visitor photo (else with views.photo_p), so every
     # teacher target on the studio view is matched from a photo: the loss crosses the domain gap.
     cross_domain: bool = False
+    # The teacher reads only the clean global view (the studio image) and the student matches its target
+    # from every other view, all visitor photos (hard ones with views.hard.p): each loss term ties a
+    # degraded view to the clean image. Implies cross_domain.
+    clean_teacher: bool = False
 
 
 @dataclass
@@ -71,6 +101,20 @@ class SimclrConfig:
     hidden_dim: int = option(1024, ge=1)
     out_dim: int = option(128, ge=1)
     temperature: float = option(0.1, gt=0)
+
+
+@dataclass
+class DistillConfig:
+    """Distillation from the clean image to its visitor photos (``method: distill``)."""
+
+    # The targets: every pool image embedded by the frozen starting model with these views (the
+    # submission's by default), once before training; or the saved embeddings of an eval run of the same
+    # pool (its folder) made that way.
+    turns: list[int] = field(default_factory=lambda: [0, 90, 180, 270])
+    crop: bool = True
+    targets: str | None = None
+    # InfoNCE temperature: each view against the batch's targets.
+    temperature: float = option(0.05, gt=0)
 
 
 @dataclass
@@ -137,8 +181,12 @@ class TrainingRecipe(Recipe):
 
     @staticmethod
     def validate(cfg: DictConfig) -> None:
-        check_choices(cfg, (("train.export", EXPORTS),))
+        check_choices(cfg, (("train.export", EXPORTS), ("tune.mode", TUNE_MODES)))
         _check_scale(cfg, "views.global_scale")
+        if cfg.method == "distill" and cfg.train.head_warmup_epochs:
+            raise RecipeError(f"method=distill trains the embedding itself and has no head to warm up: "
+                              f"train.head_warmup_epochs={cfg.train.head_warmup_epochs}. Fix: "
+                              "train.head_warmup_epochs=0")
         if cfg.train.head_warmup_epochs >= cfg.train.epochs and cfg.tune.mode != "head":
             raise RecipeError(f"train.head_warmup_epochs={cfg.train.head_warmup_epochs} leaves no epoch to adapt "
                               f"the backbone in train.epochs={cfg.train.epochs}. Fix: lower it or raise the epochs")
@@ -150,6 +198,7 @@ class PretrainRecipe(TrainingRecipe):
 
     method: str = "dino"
     dino: DinoConfig = field(default_factory=DinoConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @staticmethod
     def validate(cfg: DictConfig) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from core.figures import plt, save_png
+from core.base.figures import plt, save_png
 
 
 def plot_training_curves(records: list[dict], out: str | Path, title: str = "") -> Path:

@@ -23,15 +23,15 @@ import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from core.embed import Embeddings, embed_images
-from core.images import make_reader
-from core.metrics import HIT_KEYS
-from core.pool import Pool
+from core.base.runs import RunDir
+from core.data.pool import Pool
+from core.data.synthetic import make_synthetic_queries
+from core.model.embed import Embeddings, embed_images
+from core.pixels.images import make_reader
 from core.post import PostProcessor
-from core.runs import RunDir
 from core.scoring import labeled_scores, post_applied, score_synthetic
-from core.stats import embedding_stats
-from core.synthetic import make_synthetic_queries
+from core.vectors.metrics import HIT_KEYS
+from core.vectors.stats import embedding_stats
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
-from core.embed import native_bf16
-from core.errors import MissingInputError
+from core.base.errors import MissingInputError
+from core.base.runs import RunDir
+from core.model.embed import native_bf16
 from core.recipe import flat_keys, to_dict
-from core.runs import RunDir
 from ssl.curves import plot_training_curves
 from ssl.dataset import EpochSampler
 from ssl.methods import SSLModule
@@ -42,7 +42,7 @@ def quiet_known_warnings() -> Iterator[None]:
 
 def trainer_precision(precision: str, accelerator: str) -> str:
     """Lightning's precision for ``trainer.precision``: ``auto`` is bf16-mixed where the accelerator
-    runs bf16 natively (``core.embed.native_bf16``), else 32-true."""
+    runs bf16 natively (``core.model.embed.native_bf16``), else 32-true."""
     if precision != "auto":
         return precision
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())

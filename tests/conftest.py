@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core.sample import SampleSpec, ensure_sample
+from core.pixels.sample import SampleSpec, ensure_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CURATOR_SHARED", ROOT.parent / "shared"))

@@ -3,8 +3,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from core.backbone import EncoderSpec, build_encoder, load_encoder
-from core.errors import MissingInputError, RecipeError
+from core.base.errors import MissingInputError, RecipeError
+from core.model.backbone import EncoderSpec, build_encoder, load_encoder
 
 
 @pytest.mark.parametrize("arch,pooling,dim", [

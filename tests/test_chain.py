@@ -6,8 +6,10 @@ import pytest
 import torch
 from conftest import run_cli, tiny_chain
 
-from core.backbone import load_encoder
+from core.model.backbone import load_encoder
 from eval.submit import validate_submission
+
+pytestmark = pytest.mark.slow  # whole commands in subprocesses, tens of seconds each
 
 
 def _mtimes(run: Path) -> dict[str, float]:

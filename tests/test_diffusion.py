@@ -1,4 +1,4 @@
-"""Diffusion baked into the embeddings (core/diffusion.py and the ``diffusion`` post step)."""
+"""Diffusion baked into the embeddings (core/vectors/diffusion.py and the ``diffusion`` post step)."""
 
 from pathlib import Path
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from core.diffusion import knn_graph, spectral_embedding
-from core.embed import Embeddings
+from core.model.embed import Embeddings
 from core.post import PostProcessor
 from core.recipe import load_recipe
-from core.search import topk
+from core.vectors.diffusion import knn_graph, spectral_embedding
+from core.vectors.search import topk
 from tests.test_postprocess import FakeVerifier
 
 
@@ -98,7 +98,7 @@ def test_a_pool_of_one_image_keeps_its_row(tmp_path):
 
 @pytest.mark.parametrize("bad", ["post.diffusion.alpha=1", "post.diffusion.rank=0", "post.diffusion.gamma=0"])
 def test_diffusion_values_out_of_range_are_refused(bad):
-    from core.errors import RecipeError
+    from core.base.errors import RecipeError
 
     with pytest.raises(RecipeError, match="post.diffusion"):
         load_recipe(None, ["post.steps=[diffusion]", bad])

@@ -4,13 +4,13 @@ import pytest
 import torch
 from PIL import Image
 
-import core.embed
+import core.model.embed
 import ssl.training
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import Embeddings, embed_images, embed_variants, resolve_precision, scale_sizes
-from core.errors import ImageDecodeError, RecipeError
-from core.images import decode_image, list_images
-from core.preprocess import eval_transform
+from core.base.errors import ImageDecodeError, RecipeError
+from core.model.backbone import EncoderSpec, build_encoder
+from core.model.embed import Embeddings, embed_images, embed_variants, resolve_precision, scale_sizes
+from core.pixels.images import decode_image, list_images
+from core.pixels.preprocess import eval_transform
 from core.recipe import load_recipe
 from ssl.training import trainer_precision
 
@@ -160,7 +160,7 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch):
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     for native in (False, True):
-        for module in (core.embed, ssl.training):
+        for module in (core.model.embed, ssl.training):
             monkeypatch.setattr(module, "native_bf16", lambda dev, native=native: native)
         assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
         assert trainer_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")

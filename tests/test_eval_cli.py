@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, run_cli
 
-from core.embed import Embeddings
+from core.model.embed import Embeddings
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_metrics_agree_with_saved_embeddings(tiny_run, sample_root):
 
 
 def test_encoder_file_evaluates_directly(tmp_path, sample_root):
-    from core.backbone import EncoderSpec, build_encoder
+    from core.model.backbone import EncoderSpec, build_encoder
 
     build_encoder(EncoderSpec(weights="none", arch="test_vit", img_size=64, pooling="gem")).save(tmp_path / "enc.pt")
     result = run_cli("eval", str(tmp_path / "enc.pt"), f"data.labeled=[{sample_root}]",
@@ -114,7 +114,7 @@ def test_runs_in_one_process_keep_separate_logs(tmp_path, sample_root):
                                                           f"data.distractors=[{sample_root / 'images' / 'studio'}]"]))
     first, second = (tmp_path / "a" / "log.txt").read_text(), (tmp_path / "b" / "log.txt").read_text()
     assert "1 distractor folder" in second and "1 distractor folder" not in first
-    assert first.count("core.pool: pool:") == 1 and second.count("core.pool: pool:") == 1
+    assert first.count("core.data.pool: pool:") == 1 and second.count("core.data.pool: pool:") == 1
 
 
 def test_the_recipe_seed_fixes_random_weights(tmp_path, sample_root):
@@ -158,7 +158,7 @@ def test_an_error_in_a_loader_worker_is_one_paragraph(tmp_path, sample_root):
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
-    from core import runs
+    from core.base import runs
     from core.recipe import load_recipe
 
     monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20261123-101500")

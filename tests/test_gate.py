@@ -1,17 +1,18 @@
-"""The gated view (core.gate) and painting localisation (core.localise), alone and through embedding."""
+"""The gated view (core.vectors.gate) and painting localisation (core.pixels.localise), alone and through embedding."""
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from core.backbone import EncoderSpec, build_encoder
-from core.embed import embed_images
-from core.errors import RecipeError
-from core.gate import AUTO_Z, gate_views
-from core.localise import find_paintings, painting_crops
+from core.base.errors import RecipeError
+from core.model.backbone import EncoderSpec, build_encoder
+from core.model.embed import embed_images
+from core.pixels.images import decode_image
+from core.pixels.localise import find_paintings, painting_crops
 from core.recipe import load_recipe
-from core.stats import robust_threshold
+from core.vectors.gate import AUTO_Z, gate_views
+from core.vectors.stats import robust_threshold
 
 
 def _unit(x):
@@ -171,3 +172,12 @@ def test_gate_recipe_checks():
     assert _cfg("embed.combine=gate", "embed.turns=[0,180]", "embed.gate_margin=0.15").gate_margin == "0.15"
     with pytest.raises(RecipeError, match="max_paintings"):
         _cfg("embed.crop=true", "embed.max_paintings=0")
+
+
+def test_an_images_outline_does_not_depend_on_what_was_localised_before(sample_root):
+    photo = decode_image(sorted((sample_root / "images").rglob("*.png"))[-1])
+    first = find_paintings(photo)
+    for other in sorted((sample_root / "images").rglob("*.png"))[:5]:
+        find_paintings(decode_image(other))  # GrabCut draws from OpenCV's process-wide random generator
+    again = find_paintings(photo)
+    assert len(first) == len(again) and all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))

@@ -19,12 +19,12 @@ from adapt.config import PseudolabelRecipe
 from adapt.pseudolabel import DEFAULT_RECIPE as STAGE2_RECIPE
 from adapt.pseudolabel import main as pseudolabel_main
 from adapt.pseudolabel import pseudolabel
-from benchmarks.hostile_inputs import TRAIN, write_images
-from core.errors import OutputError, RecipeError
-from core.images import list_images
-from core.options import numeric_fields
+from benchmarks.hostile_inputs import TRAIN, chain_recipe, write_images
+from core.base.errors import OutputError, RecipeError
+from core.base.options import numeric_fields
+from core.base.runs import RunDir, hold, release
+from core.pixels.images import list_images
 from core.recipe import Recipe, load_recipe
-from core.runs import RunDir, hold, release
 from eval.chain import ChainRecipe
 from eval.chain import main as chain_main
 from eval.compare import main as compare_main
@@ -185,9 +185,9 @@ def test_every_number_of_every_schema_has_a_range():
 
 @pytest.mark.parametrize("override", ["data.cache_max_side=-5", "model.img_size=0", "model.gem_p=-1",
                                       "model.img_size=-64", "embed.num_workers=-1", "post.whiten.dim=-3",
-                                      "post.concat=[{arch: test_vit, weights: none, weight: -1}]"])
+                                      "post.concat.models=[{arch: test_vit, weights: none, weight: -1}]"])
 def test_numbers_out_of_range_are_refused_when_the_recipe_loads(override):
-    key = override.split("=")[0].replace("post.concat", "post.concat[i].weight")
+    key = override.split("=")[0].replace("post.concat.models", "post.concat.models[i].weight")
     with pytest.raises(RecipeError, match=rf"{re.escape(key)}=\S+ is out of range: it must be"):
         load_recipe(TINY, [override])
     for schema in (PretrainRecipe, PseudolabelRecipe):
@@ -228,7 +228,7 @@ def test_a_run_folder_in_use_is_refused_and_a_dead_commands_hold_is_taken_over(t
     folder = tmp_path / "run"
     folder.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from core.runs import hold; hold(Path(sys.argv[1])); print('held', flush=True); "
+                               "from core.base.runs import hold; hold(Path(sys.argv[1])); print('held', flush=True); "
                                "time.sleep(60)", str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -246,21 +246,11 @@ def test_a_run_folder_in_use_is_refused_and_a_dead_commands_hold_is_taken_over(t
         release(run.path)
 
 
+@pytest.mark.slow
 def test_two_chains_on_one_folder_train_once(tmp_path, capsys):
     images = tmp_path / "images"
     write_images(images, 12)
-    recipe = tmp_path / "chain.yaml"
-    recipe.write_text(f"""defaults: [{ROOT / 'recipes' / 'chain'}]
-model: {{arch: test_vit, weights: none, img_size: 32}}
-data: {{root: {images}}}
-stages:
-  pretrain:
-    overrides: [{', '.join(TRAIN)}, train.epochs=3]
-  pseudolabel:
-    overrides: [{', '.join(TRAIN)}, rounds=1, mining.verify=false]
-  submit:
-    overrides: [embed.num_workers=0, embed.progress=false, embed.precision=fp32]
-""")
+    recipe = chain_recipe(tmp_path / "chain.yaml", images, epochs=3)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "eval.chain", str(recipe), f"run_dir={run}"]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

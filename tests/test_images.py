@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import core.images as images
-from core.errors import ImageDecodeError, MissingInputError
-from core.images import ImageCache, ImageReader, decode_image, list_images, unique_files
+import core.pixels.images as images
+from core.base.errors import ImageDecodeError, MissingInputError
+from core.pixels.images import ImageCache, ImageReader, decode_image, list_images, unique_files
 
 
 def _gradient(w=40, h=30):
@@ -38,7 +38,7 @@ def test_links_inside_are_followed_once_and_links_out_of_the_folder_left_out(tmp
     (root / "self").symlink_to(".", target_is_directory=True)
     (root / "linked").symlink_to(outside, target_is_directory=True)  # a folder elsewhere: left out
     (root / "alias.png").symlink_to(root / "a.png")  # the same file under a second name: listed under both
-    with caplog.at_level(logging.WARNING, logger="core.images"):
+    with caplog.at_level(logging.WARNING, logger="core.pixels.images"):
         paths = list_images(root)
     assert [p.relative_to(root).as_posix() for p in paths] == ["a.png", "alias.png", "sub/b.png"]
     assert unique_files(paths) == [0, 0, 2]
@@ -50,7 +50,7 @@ def test_images_without_extension_are_read_by_content_and_the_rest_named(tmp_pat
     Image.fromarray(_gradient()).save(tmp_path / "scan.dat", format="JPEG")
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "empty").write_bytes(b"")
-    with caplog.at_level(logging.WARNING, logger="core.images"):
+    with caplog.at_level(logging.WARNING, logger="core.pixels.images"):
         names = [p.name for p in list_images(tmp_path)]
     assert names == ["photo", "scan.dat"]
     assert "left out 2 file(s)" in caplog.text and "empty, notes.txt" in caplog.text

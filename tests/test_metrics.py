@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from core.metrics import average_precision, summarize, target_ranks
-from core.paired import paired_difference
-from core.stats import effective_rank, explained_variance, hubness, pair_stats
+from core.vectors.metrics import average_precision, summarize, target_ranks
+from core.vectors.paired import paired_difference
+from core.vectors.stats import effective_rank, explained_variance, hubness, pair_stats
 
 # Row 0 is the query; rows 1..4 have cosines 0.9, 0.8, 0.7, 0.6 with it.
 ANGLES = np.arccos([1.0, 0.9, 0.8, 0.7, 0.6])

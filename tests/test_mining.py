@@ -10,7 +10,7 @@ import torch
 from adapt.config import PseudolabelRecipe
 from adapt.mining import MiningConfig, accounting, mine_pairs
 from adapt.pseudolabel import DEFAULT_RECIPE, pseudolabel
-from core.backbone import load_encoder
+from core.model.backbone import load_encoder
 from core.recipe import load_recipe
 from tests.conftest import run_cli
 
@@ -58,7 +58,9 @@ def test_margin_and_k_reciprocal_filters():
 
 
 class Inliers:
-    """Stands in for core.verify.Verifier: the inlier count of each pair of file names."""
+    """Stands in for core.pixels.verify.Verifier: the inlier count of each pair of file names."""
+
+    min_inliers = 25
 
     def __init__(self, counts: dict[tuple[str, str], int]):
         self.counts = counts
@@ -75,7 +77,7 @@ def test_unverified_candidates_are_kept_only_when_enough_of_them_verify():
     verifier = Inliers({("img1", "img6"): 200, ("img2", "img7"): 90})
 
     def kept(share_needed, **kwargs):
-        cfg = MiningConfig(verify=True, min_inliers=25, trust_unverified_at=share_needed)
+        cfg = MiningConfig(verify=True, trust_unverified_at=share_needed)
         table = mine_pairs(v, names, paths, cfg, verifier, **kwargs)
         assert table.attrs["verified_share"] == 0.5
         return {(int(a), int(b)) for a, b in zip(table.loc[table["kept"], "a"], table.loc[table["kept"], "b"],
@@ -87,11 +89,12 @@ def test_unverified_candidates_are_kept_only_when_enough_of_them_verify():
     assert kept(0.5, trust_unverified=False) == ({(1, 6), (2, 7)}, False)  # round 1's decision rules later rounds
 
 
+@pytest.mark.slow
 def test_a_round_runs_end_to_end_and_accounts_for_its_pairs(tmp_path, sample_root):
     tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
             "views.max_side=96", "train.batch_size=4", "train.num_workers=0", "embed.num_workers=0",
             "embed.progress=false", "synthetic.num_queries=5", "trainer.precision=32-true", "train.epochs=2",
-            "mining.min_similarity=0.0", "rounds=1", "mining.verify=true", "mining.min_inliers=0"]
+            "mining.min_similarity=0.0", "rounds=1", "mining.verify=true", "verify.min_inliers=0"]
     result = run_cli("adapt.pseudolabel", *tiny, f"data.labeled=[{sample_root}]", f"run_dir={tmp_path / 'pl'}")
     assert result.returncode == 0, result.stderr[-3000:]
     pairs = pd.read_csv(tmp_path / "pl" / "round1" / "pairs.csv")
@@ -150,6 +153,7 @@ class Interrupt(pl.Callback):
             raise RuntimeError("power cut")
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_mid_round_and_ends_where_the_uninterrupted_run_ends(tmp_path, sample_root):
     # Data-loader workers as the shipped recipes have them.
     tiny = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
@@ -188,7 +192,7 @@ def test_later_rounds_follow_round_1_on_unverified_pairs_and_an_unlabeled_pool_i
             "views.max_side=96", "train.batch_size=4", "train.num_workers=0", "embed.num_workers=0",
             "embed.progress=false", "synthetic.num_queries=5", "trainer.precision=32-true", "train.epochs=1",
             "train.head_warmup_epochs=0", "mining.min_similarity=0.0", "rounds=2", "mining.verify=true",
-            "mining.min_inliers=0", "mining.trust_unverified_at=0.5",
+            "verify.min_inliers=0", "mining.trust_unverified_at=0.5",
             f"data.root={sample_root / 'images'}", f"run_dir={tmp_path / 'pl'}"]
     summary = pseudolabel(load_recipe(DEFAULT_RECIPE, tiny, PseudolabelRecipe))
     assert [r["refined"] for r in summary["rounds"]] == [True, True] and summary["pool_after"] is None

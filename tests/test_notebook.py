@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, tiny_chain
 
-from core.sample import ensure_sample
+from core.pixels.sample import ensure_sample
 from eval.submit import validate_submission
+
+pytestmark = pytest.mark.slow  # whole commands in subprocesses, tens of seconds each
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook test needs the dev extras (nbformat, nbclient)")
 nbclient = pytest.importorskip("nbclient", reason="the notebook test needs the dev extras (nbformat, nbclient)")

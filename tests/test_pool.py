@@ -1,7 +1,7 @@
 import pytest
 
-from core.errors import MissingInputError
-from core.pool import build_pool
+from core.base.errors import MissingInputError
+from core.data.pool import build_pool
 
 
 def test_labeled_set_resolves_to_pool_rows(sample_root, tmp_path):

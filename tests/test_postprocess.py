@@ -5,13 +5,13 @@ import cv2
 import numpy as np
 import pytest
 
-from core.embed import Embeddings
-from core.errors import RecipeError
-from core.images import decode_image, list_images
+from core.base.errors import RecipeError
+from core.model.embed import Embeddings
+from core.pixels.images import decode_image, list_images
+from core.pixels.verify import count_inliers, extract_features
 from core.post import PostProcessor, Whitening, concat_blocks, fuse_verified, ledoit_wolf, neighbour_average
 from core.recipe import load_recipe
-from core.search import topk
-from core.verify import count_inliers, extract_features
+from core.vectors.search import topk
 from tests.conftest import run_cli
 
 
@@ -80,6 +80,10 @@ def test_neighbour_averaging_keeps_unit_norms_and_leaves_isolated_points_alone()
 
 
 class FakeVerifier:
+    """Stands in for core.pixels.verify.Verifier: the inlier count of each pair of file names."""
+
+    min_inliers = 25
+
     def __init__(self, inliers: dict):
         self.table = inliers
 
@@ -93,7 +97,7 @@ def test_fusion_moves_verified_pairs_only():
     paths = [Path(f"{i}.jpg") for i in range(6)]
     _, idx = topk(x, None, k=1)
     i, j = sorted((0, int(idx[0, 0])))
-    fused, pairs = fuse_verified(x, paths, k=1, min_inliers=25, weight=0.5,
+    fused, pairs = fuse_verified(x, paths, k=1, weight=0.5,
                                  verifier=FakeVerifier({(f"{i}.jpg", f"{j}.jpg"): 40}))
     assert pairs == [(i, j, 40)]
     others = [r for r in range(6) if r not in (i, j)]

@@ -10,16 +10,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from core.backbone import POOLINGS, EncoderSpec, build_encoder
-from core.embed import Embeddings
-from core.errors import RecipeError
-from core.metrics import METRICS, summarize
+from core.base.errors import RecipeError
+from core.model.backbone import POOLINGS, EncoderSpec, build_encoder
+from core.model.embed import Embeddings
+from core.pixels.preprocess import LIGHTS, RESIZE_POLICIES, eval_transform
 from core.post import POST_STEPS, PostProcessor
-from core.preprocess import RESIZE_POLICIES, eval_transform
-from core.recipe import TuneConfig, load_recipe
-from core.tuning import TUNE_MODES, configure_tuning
+from core.recipe import load_recipe
+from core.vectors.metrics import METRICS, summarize
 from ssl.config import PretrainRecipe
 from ssl.methods import METHODS
+from ssl.tuning import TUNE_MODES, TuneConfig, configure_tuning
 
 
 @pytest.mark.parametrize("pooling", sorted(POOLINGS))
@@ -35,6 +35,17 @@ def test_each_resize_policy_makes_a_square_input(policy):
     for shape in ((40, 100, 3), (100, 40, 3), (10, 12, 3)):
         out = eval_transform(32, policy, (0.5,) * 3, (0.5,) * 3)(np.full(shape, 200, np.uint8))
         assert out.shape == (3, 32, 32) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("light", sorted(LIGHTS))
+def test_each_light_normalisation_keeps_an_image_an_image_and_lifts_a_dim_one(light):
+    rng = np.random.default_rng(0)
+    dim = (rng.integers(0, 256, (40, 60, 3)) * 0.3).astype(np.uint8)  # a photo at 30% of the light
+    out = LIGHTS[light](dim)
+    assert out.shape == dim.shape and out.dtype == np.uint8
+    assert (out.mean() > dim.mean() + 10) == (light in ("clahe", "gamma"))  # grey-world moves colour, not light
+    assert load_recipe(None, [f"embed.light={light}"]).embed.light == light
+    assert eval_transform(32, "squash", (0.5,) * 3, (0.5,) * 3, light)(dim).shape == (3, 32, 32)
 
 
 @pytest.mark.parametrize("mode", sorted(TUNE_MODES))

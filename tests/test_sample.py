@@ -3,8 +3,8 @@ import hashlib
 import pandas as pd
 from conftest import SMALL
 
-from core.images import list_images
-from core.sample import ensure_sample, generate
+from core.pixels.images import list_images
+from core.pixels.sample import ensure_sample, generate
 
 
 def _digest(root):

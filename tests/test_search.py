@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.search import faiss_available, mutual_nearest_neighbours, resolve_backend, topk
+from core.vectors.search import faiss_available, mutual_nearest_neighbours, resolve_backend, topk
 
 
 def _unit(n, d, seed=0):

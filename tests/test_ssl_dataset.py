@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import ImageDecodeError
-from core.images import ImageReader, list_images
+from core.base.errors import ImageDecodeError
+from core.pixels.images import ImageReader, list_images
 from ssl.augment import pair_views
 from ssl.dataset import EpochSampler, ViewDataset
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, run_cli
 from PIL import Image
 
-from core.embed import Embeddings
+from core.model.embed import Embeddings
 from eval.submit import SubmissionError, validate_submission, write_submission
 
 
@@ -154,8 +154,8 @@ def test_stale_temporary_files_are_removed(tmp_path):
 def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path):
     script = (
         "import os, signal, sys\n"
-        "from core.atomic import atomic_path\n"
-        "from core.errors import command_line\n"
+        "from core.base.atomic import atomic_path\n"
+        "from core.base.errors import command_line\n"
         "@command_line\n"
         "def main(argv):\n"
         "    with atomic_path(sys.argv[1]) as tmp:\n"

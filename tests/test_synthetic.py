@@ -2,8 +2,8 @@ import hashlib
 
 import pandas as pd
 
-from core.images import decode_image, list_images
-from core.synthetic import make_synthetic_queries
+from core.data.synthetic import make_synthetic_queries
+from core.pixels.images import decode_image, list_images
 
 
 def test_synthetic_queries_are_deterministic_photos_of_their_sources(sample_root, tmp_path):
@@ -29,7 +29,7 @@ def test_query_style_photos_carry_their_conditions_at_the_real_frequencies(sampl
 
     import numpy as np
 
-    from core.photosim import CONDITIONS, simulate_query
+    from core.pixels.photosim import CONDITIONS, simulate_query
 
     paths = list_images(sample_root / "images" / "studio")
     queries = make_synthetic_queries(paths, [p.name for p in paths], 8, seed=1, out_dir=tmp_path / "q")
@@ -49,3 +49,18 @@ def test_query_style_photos_carry_their_conditions_at_the_real_frequencies(sampl
     photo, _ = simulate_query(painting, np.random.default_rng([0, turned]))
     assert photo.shape[0] > photo.shape[1]
 
+
+
+def test_the_hard_style_gives_each_hard_condition_alone_in_equal_shares(sample_root, tmp_path):
+    from collections import Counter
+
+    from core.pixels.photosim import HARD_KINDS
+
+    paths = list_images(sample_root / "images" / "studio")
+    queries = make_synthetic_queries(paths, [p.name for p in paths], 12, seed=1, out_dir=tmp_path / "h", style="hard")
+    kinds = Counter(c[-1] for c in queries.conditions)
+    assert kinds == {kind: 3 for kind in HARD_KINDS}
+    # Each photo shows one hard condition, never two (dim and low resolution are not confounded).
+    assert all(sum(k in c for k in ("dim", "low resolution", "zoom")) <= 1 for c in queries.conditions)
+    low = [p for p, c in zip(queries.paths, queries.conditions, strict=True) if "low resolution" in c]
+    assert all(max(decode_image(p).shape[:2]) <= 128 for p in low)

@@ -1,10 +1,9 @@
 import pytest
 import torch
 
-from core.backbone import EncoderSpec, build_encoder
-from core.errors import RecipeError
-from core.recipe import TuneConfig
-from core.tuning import configure_tuning, layer_groups, merged_copy, param_groups
+from core.base.errors import RecipeError
+from core.model.backbone import EncoderSpec, build_encoder
+from ssl.tuning import TuneConfig, configure_tuning, layer_groups, merged_copy, param_groups
 
 SPEC = EncoderSpec(weights="none", arch="test_vit", img_size=32)
 
