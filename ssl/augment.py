@@ -31,7 +31,7 @@ Zoom-ins are the crops of RandomResizedCrop (``views.global_scale``). PalePaddin
 off by default (``views.padding_p``, ``views.turn_p``) until a measurement shows that training with
 them helps after whitening.
 
-It is deliberately a different simulator from ``core.photosim`` (OpenCV), which makes the held-out
+It is deliberately a different simulator from ``core.pixels.photosim`` (OpenCV), which makes the held-out
 synthetic queries of ``eval``: a model is never scored on the exact distortions it was trained on.
 
 DINO takes a studio global view, a second global view that is a visitor photo with ``views.photo_p``
@@ -51,10 +51,10 @@ import cv2
 import numpy as np
 import torch
 
-from core.errors import command_line
-from core.images import ImageReader, list_images, shrink_to
+from core.base.errors import command_line
+from core.pixels.images import ImageReader, list_images, shrink_to
+from core.pixels.sample import ensure_sample
 from core.recipe import load_recipe
-from core.sample import ensure_sample
 from ssl.config import PretrainRecipe
 from ssl.methods import METHODS
 
@@ -158,6 +158,44 @@ class SpecularHighlight(A.ImageOnlyTransform):
         return ("strength_range",)
 
 
+class UnevenDim(A.ImageOnlyTransform):
+    """Dim, uneven light: the image times a gain in ``gain_range``, along a ramp of +-30% in a random direction."""
+
+    def __init__(self, gain_range: tuple[float, float] = (0.45, 0.65), p: float = 1.0):
+        super().__init__(p=p)
+        self.gain_range = gain_range
+
+    def get_params(self) -> dict:
+        rng = self.random_generator
+        return {"gain": rng.uniform(*self.gain_range), "angle": rng.uniform(0, 2 * np.pi), "slope": rng.uniform(0, 0.3)}
+
+    def apply(self, img: np.ndarray, gain: float, angle: float, slope: float, **params) -> np.ndarray:
+        h, w = img.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        ramp = np.cos(angle) * (xx / w - 0.5) + np.sin(angle) * (yy / h - 0.5)
+        return np.clip(img * (gain * (1 + 2 * slope * ramp))[..., None], 0, 255).astype(np.uint8)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("gain_range",)
+
+
+class LowResolution(A.ImageOnlyTransform):
+    """The longer side brought down to a size in ``side_range`` (a far-away or thumbnail shot)."""
+
+    def __init__(self, side_range: tuple[int, int] = (200, 300), p: float = 1.0):
+        super().__init__(p=p)
+        self.side_range = side_range
+
+    def get_params(self) -> dict:
+        return {"side": int(self.random_generator.integers(self.side_range[0], self.side_range[1] + 1))}
+
+    def apply(self, img: np.ndarray, side: int, **params) -> np.ndarray:
+        return shrink_to(img, side)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("side_range",)
+
+
 def studio_view(size: int, scale: tuple[float, float]) -> A.Compose:
     """A clean view: a crop of the image with mild colour jitter, as a studio shot would vary."""
     return A.Compose([
@@ -192,6 +230,26 @@ def visitor_photo(size: int, scale: tuple[float, float], wall_p: float = 0.6, tu
     ])
 
 
+def hard_photo(size: int, hard, padding_p: float = 0.5) -> A.Compose:
+    """A visitor photo in one of the hard conditions (``views.hard``): uneven dim light with shadows and
+    glare, low resolution with blur and JPEG, or a zoom-in window; tilted in pale padding with ``padding_p``."""
+    window = tuple(float(w) ** 2 for w in hard.zoom_window)  # a share of the sides, as a share of the area
+    return A.Compose([
+        PalePadding(p=padding_p),
+        A.OneOf([
+            A.Sequential([UnevenDim(tuple(hard.dim_gain)),
+                          A.RandomShadow(num_shadows_limit=(1, 2), shadow_intensity_range=(0.2, 0.5), p=0.5),
+                          SpecularHighlight(p=0.4), A.ISONoise(intensity=(0.05, 0.2), p=0.5)], p=1.0),
+            A.Sequential([LowResolution(tuple(int(v) for v in hard.low_side)),
+                          A.GaussianBlur(sigma_limit=(0.3, 1.0), p=0.5),
+                          A.ImageCompression(quality_range=tuple(int(q) for q in hard.jpeg_quality), p=1.0)], p=1.0),
+            A.RandomResizedCrop(size=(size, size), scale=window, ratio=(0.75, 1.333), interpolation=cv2.INTER_AREA),
+        ], p=1.0),  # OneOf draws its children by their p: equal p, equal shares
+        A.Resize(size, size, interpolation=cv2.INTER_CUBIC),
+        A.Rotate(limit=8, border_mode=REFLECT, p=0.5),
+    ])
+
+
 class ViewMaker:
     """Turns one RGB image into the method's views: normalised (3, s, s) float tensors.
 
@@ -202,7 +260,7 @@ class ViewMaker:
 
     def __init__(self, sizes: Sequence[int], scales: Sequence[tuple[float, float]], mean: Sequence[float],
                  std: Sequence[float], photo_p: Sequence[float], max_side: int = 448, turn_p: float = 0.0,
-                 padding_p: float = 0.0):
+                 padding_p: float = 0.0, hard=None):
         if not sizes or not len(sizes) == len(scales) == len(photo_p):
             raise ValueError(f"{len(sizes)} view sizes, {len(scales)} crop scales and {len(photo_p)} photo "
                              "probabilities: give one of each per view")
@@ -210,6 +268,9 @@ class ViewMaker:
         self.studio = [studio_view(s, tuple(sc)) for s, sc in zip(sizes, scales, strict=True)]
         self.photo = [visitor_photo(s, tuple(sc), turn_p=turn_p, padding_p=padding_p)
                       for s, sc in zip(sizes, scales, strict=True)]
+        # A visitor-photo view is a hard photo (views.hard) with this probability.
+        self.hard_p = float(hard.p) if hard is not None else 0.0
+        self.hard = [hard_photo(s, hard) for s in sizes] if self.hard_p else []
         self.photo_p = list(photo_p)
         self.max_side = max_side
         self.normalize = A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0, p=1.0)
@@ -219,10 +280,11 @@ class ViewMaker:
         # Shrinking first bounds the cost of every transform, whatever the source resolution.
         image = shrink_to(image, self.max_side)
         seeds = np.random.SeedSequence(seed).generate_state(2 * len(self.sizes) + 1)
-        coin = np.random.default_rng(seeds[-1]).random(len(self.sizes))
+        coin, hard = np.random.default_rng(seeds[-1]).random((2, len(self.sizes)))
         views = []
         for i in range(len(self.sizes)):
-            pipeline = self.photo[i] if coin[i] < self.photo_p[i] else self.studio[i]
+            photo = self.hard[i] if hard[i] < self.hard_p else self.photo[i]
+            pipeline = photo if coin[i] < self.photo_p[i] else self.studio[i]
             pipeline.set_random_seed(int(seeds[2 * i]))
             views.append(pipeline(image=image)["image"])
         return views
@@ -234,20 +296,24 @@ class ViewMaker:
 
 def dino_views(global_size: int, local_size: int, n_local: int, global_scale: Sequence[float],
                local_scale: Sequence[float], mean: Sequence[float], std: Sequence[float], photo_p: float,
-               max_side: int, turn_p: float = 0.0, padding_p: float = 0.0, cross_domain: bool = False) -> ViewMaker:
+               max_side: int, turn_p: float = 0.0, padding_p: float = 0.0, cross_domain: bool = False,
+               hard=None) -> ViewMaker:
     """DINO multi-crop: two global views (studio, then visitor photo with ``photo_p``) and ``n_local``
     small views (each a visitor photo with ``photo_p``). ``cross_domain``: the second global view is
-    always a visitor photo, so every teacher target crosses the studio-photo gap."""
+    always a visitor photo, so every teacher target crosses the studio-photo gap. ``hard``: the recipe's
+    ``views.hard`` (a photo view is a hard photo with ``hard.p``)."""
     sizes = [global_size] * 2 + [local_size] * n_local
     scales = [tuple(global_scale)] * 2 + [tuple(local_scale)] * n_local
     photo = [0.0, 1.0 if cross_domain else photo_p] + [photo_p] * n_local
-    return ViewMaker(sizes, scales, mean, std, photo, max_side, turn_p, padding_p)
+    return ViewMaker(sizes, scales, mean, std, photo, max_side, turn_p, padding_p, hard)
 
 
 def pair_views(size: int, scale: Sequence[float], mean: Sequence[float], std: Sequence[float], photo_p: float,
-               max_side: int, turn_p: float = 0.0, padding_p: float = 0.0) -> ViewMaker:
-    """SimCLR: a studio view and (with ``photo_p``) a visitor photo of the same image."""
-    return ViewMaker([size, size], [tuple(scale)] * 2, mean, std, [0.0, photo_p], max_side, turn_p, padding_p)
+               max_side: int, turn_p: float = 0.0, padding_p: float = 0.0, hard=None) -> ViewMaker:
+    """SimCLR: a studio view and (with ``photo_p``) a visitor photo of the same image (a hard photo with
+    ``hard.p``)."""
+    return ViewMaker([size, size], [tuple(scale)] * 2, mean, std, [0.0, photo_p], max_side, turn_p, padding_p,
+                     hard)
 
 
 def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3) -> ViewMaker:
@@ -256,14 +322,16 @@ def view_maker(recipe, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] 
     if METHODS[recipe.method].multi_crop:
         d = recipe.dino
         return dino_views(v.global_size, d.local_size, d.n_local, v.global_scale, d.local_scale, mean, std,
-                          v.photo_p, v.max_side, v.turn_p, v.padding_p, bool(d.cross_domain))
-    return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side, v.turn_p, v.padding_p)
+                          v.photo_p, v.max_side, v.turn_p, v.padding_p, bool(d.cross_domain or d.clean_teacher),
+                          v.hard)
+    return pair_views(v.global_size, v.global_scale, mean, std, v.photo_p, v.max_side, v.turn_p, v.padding_p,
+                      v.hard)
 
 
 def write_view_grid(paths: Sequence[Path], maker: ViewMaker, out: Path, seed: int = 0,
                     reader: ImageReader | None = None) -> Path:
     """Draw each image beside its views (one row per image) into the PNG ``out``."""
-    from core.figures import plt, save_png
+    from core.base.figures import plt, save_png
 
     reader = reader or ImageReader(min_side=maker.max_side)
     columns = 1 + len(maker.sizes)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from core.errors import ImageDecodeError
-from core.images import ImageReader
+from core.base.errors import ImageDecodeError
+from core.pixels.images import ImageReader
 from ssl.augment import ViewMaker
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,14 @@ class ViewDataset(Dataset):
     """Image ``i`` of ``paths`` as a list of view tensors (see :class:`ViewMaker`)."""
 
     def __init__(self, paths: Sequence[Path], reader: ImageReader, views: ViewMaker, seed: int,
-                 skip_corrupt: bool = False):
+                 skip_corrupt: bool = False, with_index: bool = False):
         self.paths = list(paths)
         self.reader = reader
         self.views = views
         self.seed = seed
         self.skip_corrupt = skip_corrupt
+        # The image's row of ``paths`` after its views (for methods with per-image targets).
+        self.with_index = with_index
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,5 +74,5 @@ class ViewDataset(Dataset):
                 log.warning("skipped undecodable image %s", self.paths[i])
                 continue
             seed = int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0])
-            return self.views(image, seed)
+            return [*self.views(image, seed), torch.tensor(i)] if self.with_index else self.views(image, seed)
         raise ImageDecodeError(f"none of the {len(self.paths)} training images could be decoded")

@@ -1,6 +1,6 @@
 """DINO and SimCLR as LightningModules, on lightly's losses, heads and schedules.
 
-Both train a Curator :class:`~core.backbone.Encoder` (already set up by ``core.tuning``) through a
+Both train a Curator :class:`~core.model.backbone.Encoder` (already set up by ``ssl.tuning``) through a
 projection head, and export the encoder that retrieval uses: DINO's EMA teacher (or the student),
 SimCLR's network. The retrieval embedding is the encoder's pooled output, before the head.
 
@@ -25,9 +25,9 @@ from lightly.utils.scheduler import cosine_schedule
 from omegaconf import DictConfig
 from torch import nn
 
-from core.backbone import Encoder
-from core.registry import Registry
-from core.tuning import merged_copy, param_groups
+from core.base.registry import Registry
+from core.model.backbone import Encoder
+from ssl.tuning import merged_copy, param_groups
 
 
 def _warmup_cosine(step: int, start: int, warmup: int, total: int) -> float:
@@ -44,6 +44,8 @@ class SSLModule(pl.LightningModule):
 
     # Whether the method takes multi-crop views (two globals, then locals) instead of a pair.
     multi_crop = False
+    # Whether each batch ends with the pool rows of its images (a method with per-image targets).
+    needs_index = False
 
     def __init__(self, encoder: Encoder, head: nn.Module, recipe: DictConfig):
         super().__init__()
@@ -68,7 +70,7 @@ class SSLModule(pl.LightningModule):
         backbone = param_groups(self.encoder, float(cfg.lr), float(cfg.weight_decay), self.layer_decay)
         head = {"params": [p for p in self.head.parameters() if p.requires_grad], "lr": float(cfg.head_lr),
                 "weight_decay": float(cfg.weight_decay)}
-        optimizer = torch.optim.AdamW([*backbone, head])
+        optimizer = torch.optim.AdamW([*backbone, head])  # a method without a head has an empty last group
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, int(self.trainer.max_epochs)))
         warmup = max(1, int(cfg.warmup_epochs) * per_epoch)
@@ -161,6 +163,7 @@ class DINOModule(SSLModule):
                                   teacher_temp=d.teacher_temp, warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs,
                                   student_temp=d.student_temp, center_momentum=d.center_momentum)
         self.koleo_weight = float(d.koleo_weight)
+        self.clean_teacher = bool(d.clean_teacher)
         self.koleo = KoLeoLoss()
 
     @torch.no_grad()
@@ -184,10 +187,17 @@ class DINOModule(SSLModule):
         KoLeo, as in DINOv2, is summed over the two global views, each spread within the batch, on the
         student's pooled features: the embedding retrieval uses, not the head's output. 0 when off.
         """
+        teachers = batch[:1] if self.clean_teacher else batch[:2]
         with torch.no_grad():
-            teacher_out = [self.teacher_head(self.teacher(view)) for view in batch[:2]]
-        features = [self.embed(view) for view in batch]
-        dino = self.criterion(teacher_out, [self.head(f) for f in features], epoch=self.current_epoch)
+            teacher_out = [self.teacher_head(self.teacher(view)) for view in teachers]
+        # With a clean teacher, the student never needs the clean view: its place (the diagonal term
+        # lightly's loss leaves out) is held by zeros.
+        student = batch[1:] if self.clean_teacher else batch
+        features = [self.embed(view) for view in student]
+        outputs = [self.head(f) for f in features]
+        if self.clean_teacher:
+            outputs.insert(0, torch.zeros_like(outputs[0]))
+        dino = self.criterion(teacher_out, outputs, epoch=self.current_epoch)
         koleo = sum(self.koleo(f) for f in features[:2]) if self.koleo_weight else dino.new_zeros(())
         return {"dino": dino, "koleo": koleo}
 
@@ -236,3 +246,31 @@ class SimCLRModule(SSLModule):
         self.log_step(loss, len(batch[0]))
         return loss
 
+
+
+@register_method("distill")
+class DistillModule(SSLModule):
+    """Distillation from the clean image to its visitor photos: the student embeds a studio view and a
+    visitor photo (a hard one with ``views.hard.p``) of each image where the frozen starting model embeds
+    the clean image with the submission's views (``distill``: the targets, made once before training),
+    each view against the batch's other targets (InfoNCE). The embedding itself is trained: no head."""
+
+    needs_index = True
+
+    def __init__(self, encoder: Encoder, recipe: DictConfig, targets: torch.Tensor):
+        super().__init__(encoder, nn.Identity(), recipe)
+        self.register_buffer("targets", nn.functional.normalize(targets.float(), dim=-1))
+        self.temperature = float(recipe.distill.temperature)
+
+    def loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """InfoNCE of each view's embedding against the targets of the batch's images (its own the positive)."""
+        *views, rows = batch
+        targets = self.targets[rows]
+        labels = torch.arange(len(rows), device=targets.device)
+        return sum(nn.functional.cross_entropy(nn.functional.normalize(self.embed(v), dim=-1) @ targets.T
+                                               / self.temperature, labels) for v in views) / len(views)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log_step(loss, len(batch[0]))
+        return loss

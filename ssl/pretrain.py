@@ -16,22 +16,23 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
-from core.backbone import Encoder, EncoderSpec, build_encoder
-from core.embed import embed_images
-from core.errors import command_line
-from core.images import make_reader
-from core.metrics import HITS_LABEL, format_hits
-from core.pool import Pool, recipe_pool
+from core.base.errors import MissingInputError, command_line
+from core.base.runs import RunDir
+from core.data.pool import Pool, recipe_pool
+from core.model.backbone import Encoder, EncoderSpec, build_encoder
+from core.model.embed import Embeddings, embed_images
+from core.pixels.images import make_reader
 from core.recipe import cli_parser, resumable_recipe
-from core.runs import RunDir
-from core.tuning import configure_tuning
+from core.vectors.metrics import HITS_LABEL, format_hits
 from ssl.augment import view_maker
 from ssl.config import PretrainRecipe
 from ssl.dataset import ViewDataset
 from ssl.methods import METHODS, DINOModule
 from ssl.monitor import EvalMonitor
 from ssl.training import checkpoint_identity, finish, fit, quiet_known_warnings, resume_epoch
+from ssl.tuning import configure_tuning
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,32 @@ def init_prototypes(recipe, module: DINOModule, encoder: Encoder, pool: Pool) ->
              int(recipe.dino.out_dim))
 
 
+def distill_targets(recipe, encoder: Encoder, pool: Pool) -> torch.Tensor:
+    """``method: distill``'s targets, one row per pool image: the starting model's embedding of each clean
+    image with the ``distill`` views, read from ``distill.targets`` (an eval run of this pool) or made here."""
+    d = recipe.distill
+    if d.targets:
+        folder = Path(d.targets) / "embeddings"
+        if not Embeddings.saved_in(folder):
+            raise MissingInputError(f"distill.targets={d.targets} holds no saved embeddings ({folder}). Fix: give "
+                                    "the folder of an eval run of this pool, or null to embed the targets here")
+        emb = Embeddings.load(folder)
+    else:
+        embed_cfg = OmegaConf.merge(recipe.embed, {"turns": list(d.turns), "crop": bool(d.crop), "combine": "mean"})
+        emb = embed_images(encoder, pool.paths, pool.names, embed_cfg,
+                           reader=make_reader(recipe.data, encoder.img_size),
+                           skip_corrupt=bool(recipe.data.skip_corrupt), desc="distillation targets")
+    row = {n: i for i, n in enumerate(emb.names)}
+    missing = [n for n in pool.names if n not in row]
+    if len(missing) > len(emb.skipped):
+        raise MissingInputError(f"distill.targets={d.targets} lacks {len(missing)} of the pool's images (e.g. "
+                                f"{missing[:2]}). Fix: an eval run of the same data.* folders")
+    targets = torch.zeros(len(pool), emb.dim)
+    found = [i for i, n in enumerate(pool.names) if n in row]
+    targets[found] = torch.from_numpy(emb.vectors[[row[pool.names[i]] for i in found]])
+    return targets
+
+
 def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = ()) -> dict:
     """Train as ``recipe`` says (resuming from RUN/checkpoints/last.ckpt); return the run summary.
 
@@ -62,13 +89,15 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
         start_epoch = resume_epoch(run, identity) if resume else None  # before any work
         pl.seed_everything(int(recipe.seed), workers=True, verbose=False)
         pool = recipe_pool(recipe)
-        encoder = configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune)
-        module = METHODS[recipe.method](encoder, recipe)
+        encoder = build_encoder(EncoderSpec.from_config(recipe.model))
+        extra = (distill_targets(recipe, encoder, pool),) if recipe.method == "distill" else ()
+        encoder = configure_tuning(encoder, recipe.tune)
+        module = METHODS[recipe.method](encoder, recipe, *extra)
         if recipe.method == "dino" and recipe.dino.prototypes == "data" and not resume:
             init_prototypes(recipe, module, encoder, pool)
         views = view_maker(recipe, encoder.spec.mean, encoder.spec.std)
         dataset = ViewDataset(pool.paths, make_reader(recipe.data, int(recipe.views.max_side)), views,
-                              int(recipe.seed), bool(recipe.data.skip_corrupt))
+                              int(recipe.seed), bool(recipe.data.skip_corrupt), with_index=module.needs_index)
         monitor = EvalMonitor(recipe, run, pool)
         trainer, images = fit(recipe, run, module, dataset, [monitor, *callbacks], identity, start_epoch)
         if not trainer.is_global_zero:

@@ -1,11 +1,12 @@
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from core.errors import RecipeError
-from core.images import decode_image, list_images
+from core.base.errors import RecipeError
+from core.pixels.images import decode_image, list_images
 from core.recipe import load_recipe
 from ssl.augment import FrameAndWall, PalePadding, QuarterTurn, view_maker, visitor_photo
 from ssl.config import PretrainRecipe
@@ -113,3 +114,23 @@ def test_cross_domain_makes_the_second_global_view_always_a_visitor_photo():
         assert all(torch.equal(a, b) for a, b in zip(crossed[2:], studio[2:], strict=True))
     with pytest.raises(RecipeError, match="dino.koleo_weight"):
         load_recipe(ROOT / "recipes" / "dino.yaml", ["dino.koleo_weight=-0.1"], PretrainRecipe)
+
+
+def test_hard_photos_are_dim_low_resolution_or_zoomed_in_one_at_a_time(sample_root):
+    from core.recipe import load_recipe
+    from ssl.augment import hard_photo
+    from ssl.config import PretrainRecipe
+
+    hard = load_recipe(None, ["views.hard.p=1.0", "views.hard.low_side=[40,48]"], PretrainRecipe).views.hard
+    image = decode_image(list_images(sample_root / "images" / "studio")[0])
+    pipeline = hard_photo(64, hard, padding_p=0.0)  # padding would brighten a dark painting
+    dim = blurred = 0
+    sharpness = cv2.Laplacian(cv2.cvtColor(cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA),
+                                           cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+    for seed in range(24):
+        pipeline.set_random_seed(seed)
+        view = pipeline(image=image)["image"]
+        assert view.shape == (64, 64, 3) and view.dtype == np.uint8
+        dim += view.mean() < 0.75 * image.mean()
+        blurred += cv2.Laplacian(cv2.cvtColor(view, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() < 0.5 * sharpness
+    assert 3 <= dim <= 16 and blurred >= 3  # each of the three conditions drawn about a third of the time
