@@ -14,7 +14,8 @@ distractors. Printed:
    turned photos among its training images (label noise), to say what they cost;
 2. its accuracy on the synthetic photos per condition (their turn is known) and on the labeled photos
    turned by hand into each of the four turns (their kept views);
-3. Hit@1/3 per labeled set and synthetic Hit@3 per condition after the recipe's post steps, eight views
+3. Hit@1/3 per labeled set and synthetic Hit@3 per condition (in the run's whole pool, as eval scores
+   them) after the recipe's post steps, eight views
    against oriented ones (and one view), each paired with eight views (95% interval, gained/lost, p);
 4. with ``--turned``, ``benchmarks.turned_queries``' table: the same synthetic photos in each turn;
 5. with ``--timing N``: seconds per 1,000 images and forward passes per image of one view, eight views
@@ -187,13 +188,11 @@ def retrieval(run: Path, recipe, run_pool: Pool, emb: Embeddings, syn: Embedding
             for k in (1, 3):
                 found[(label, name, k)] = hits(vectors, queries, targets, k)
                 row[f"{name} Hit@{k}"] = found[(label, name, k)].mean()
-        mcv_rows = pools["mcv-museum"][0]
-        joint = Embeddings.concat([Embeddings([pool_emb.names[r] for r in mcv_rows], pool_emb.vectors[mcv_rows],
-                                              pool_emb.norms[mcv_rows]), syn_emb])
-        vectors = post.apply(joint, [*(paths[r] for r in mcv_rows), *syn_paths], save=False).vectors
-        at = {r: k for k, r in enumerate(mcv_rows)}
-        n = len(mcv_rows)
-        syn_hits = hits(vectors, list(range(n, n + len(syn))), [[at[t]] for t in syn_targets], 3)
+        # The synthetic photos in the run's whole pool, as eval scores them (their sources may be any image).
+        joint = Embeddings.concat([Embeddings(pool_emb.names, pool_emb.vectors, pool_emb.norms), syn_emb])
+        vectors = post.apply(joint, [*paths, *syn_paths], save=False).vectors
+        n = len(pool_emb)
+        syn_hits = hits(vectors, list(range(n, n + len(syn))), [[t] for t in syn_targets], 3)
         found[(label, "synthetic", 3)] = syn_hits
         row["synthetic Hit@3"] = syn_hits.mean()
         for c in CONDITIONS:

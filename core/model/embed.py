@@ -76,7 +76,7 @@ class EmbedConfig:
     # Orientation learned without labels (core.model.orient): the upright turn only, where it is sure.
     orient: OrientConfig = field(default_factory=OrientConfig)
     # A light normalisation applied to every image before it is resized (core.pixels.preprocess.LIGHTS):
-    # none, clahe, grey-world or gamma.
+    # none, clahe, grey-world, gamma, or dim-gamma (gamma for dim images only).
     light: str = "none"
 
     @staticmethod

@@ -99,6 +99,23 @@ def auto_gamma(image: np.ndarray) -> np.ndarray:
     return cv2.LUT(image, table)
 
 
+# Below this mean lightness an image counts as dim ("dim-gamma"); the studio images and most photos are above.
+DIM_LIGHTNESS = 0.35
+
+
+@register_light("dim-gamma")
+def dim_gamma(image: np.ndarray) -> np.ndarray:
+    """``gamma`` for dim images only (mean lightness below ``DIM_LIGHTNESS``); others are left as they are.
+
+    >>> bright = np.full((4, 4, 3), 180, np.uint8)
+    >>> bool((dim_gamma(bright) == bright).all()), int(dim_gamma(np.full((4, 4, 3), 40, np.uint8)).mean()) > 100
+    (True, True)
+    """
+    if cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).mean() / 255.0 >= DIM_LIGHTNESS:
+        return image
+    return auto_gamma(image)
+
+
 def eval_transform(size: int, policy: str, mean: Sequence[float], std: Sequence[float], light: str = "none"
                    ) -> Callable[[np.ndarray], torch.Tensor]:
     """RGB uint8 (H, W, 3) -> normalised float tensor (3, size, size), after the ``light`` normalisation."""

@@ -1,0 +1,116 @@
+"""Hard photos (dim light, low resolution, zoom-ins): each model and embedding option through the submission
+recipe, per condition, paired with a baseline.
+
+Reads ``python -m eval`` runs made on one pool: mcv-museum, the distractors and mcv-museum-extra's queries
+(as distractors), with the balanced hard yardstick (``synthetic.style=hard``), e.g.
+
+    python -m eval recipes/submission.yaml [model.weights=RUN/encoder.pt] [OPTIONS] \\
+        data.labeled=[../shared/data/mcv-museum] synthetic.style=hard synthetic.num_queries=600 \\
+        "data.distractors=[../shared/data/distractors,../shared/data/mcv-museum-extra/images/queries]" \\
+        run_dir=runs/hard/eval-NAME
+
+and scores each, after the run's post steps refitted on each set's own pool (mcv-museum without extra's
+queries; mcv-museum-extra with mcv-museum's references, which are extra's, and without mcv-museum's
+queries: as a run of extra with the same distractors would), Hit@1/3 of both labeled sets, and synthetic
+Hit@3 per condition with its n (in the run's whole pool, as eval scores them); every run is paired with
+``--baseline`` query by query (95% interval, gained/lost, McNemar's p) on the labeled sets and on each hard
+condition. A run's wall time is its
+embedding's (and, with ``--trained RUN=STAGE1_RUN``, that stage-1 run's training time).
+
+    CURATOR_SHARED=../shared python -m benchmarks.hard_photos runs/hard/eval-* --baseline runs/hard/eval-zeroshot \\
+        --extra ../shared/data/mcv-museum-extra [--trained eval-simclr=runs/hard/simclr ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.orientation import hits, labeled_pools
+from benchmarks.postprocess import load_synthetic
+from core.data.pool import recipe_pool
+from core.model.embed import Embeddings
+from core.pixels.photosim import CONDITIONS
+from core.post import PostProcessor
+from core.recipe import load_recipe
+from core.vectors.paired import paired_difference
+
+PAIRED = ("mcv-museum", "mcv-museum-extra", "dim", "low resolution", "zoom", "upright", "turned", "wall/frame")
+
+
+def found(run: Path, extra: Path | None) -> dict[str, np.ndarray]:
+    """Per labeled set (Hit@1 and Hit@3) and per synthetic condition (Hit@3): each query's hit, in a fixed order."""
+    recipe = load_recipe(run / "recipe.yaml")
+    pool = recipe_pool(recipe)
+    emb = Embeddings.load(run / "embeddings")
+    syn, targets, conditions = load_synthetic(run, emb)
+    paths = pool.paths_of(emb.names)
+    post = PostProcessor(recipe, None)
+    out = {}
+    pools = labeled_pools(pool, emb, extra)
+    for name, (rows, queries, wanted) in pools.items():
+        sub = Embeddings([emb.names[r] for r in rows], emb.vectors[rows], emb.norms[rows])
+        vectors = post.apply(sub, [paths[r] for r in rows], save=False).vectors
+        for k in (1, 3):
+            out[f"{name} Hit@{k}"] = hits(vectors, queries, wanted, k)
+    # The synthetic photos in the run's whole pool, as eval scores them (their sources may be any image).
+    syn_paths = [run / "synthetic" / "images" / Path(n).name for n in syn.names]
+    vectors = post.apply(Embeddings.concat([emb, syn]), [*paths, *syn_paths], save=False).vectors
+    syn_hits = hits(vectors, list(range(len(emb), len(emb) + len(syn))), [[t] for t in targets], 3)
+    out["synthetic Hit@3"] = syn_hits
+    for condition in [*CONDITIONS, "turned"]:
+        mask = np.array([(c[0] != "upright") if condition == "turned" else (condition in c) for c in conditions])
+        if mask.any():
+            out[condition] = syn_hits[mask]
+    return out
+
+
+def wall_s(run: Path, trained: Path | None) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    row = {"embed s": metrics["time_s"]["embed_pool"], "forwards/img": metrics.get("forwards_per_image")}
+    if trained is not None:
+        row["train s"] = json.loads((trained / "metrics.json").read_text())["time_s"]["total"]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--baseline", type=Path, required=True)
+    parser.add_argument("--extra", type=Path, help="mcv-museum-extra, whose queries the runs' pools hold")
+    parser.add_argument("--trained", nargs="*", default=[], metavar="EVAL_RUN=STAGE1_RUN",
+                        help="the stage-1 run each evaluated encoder came from (its training time)")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/hard_photos.csv"))
+    args = parser.parse_args()
+    trained = dict(t.split("=", 1) for t in args.trained)
+    base = found(args.baseline, args.extra)
+    rows, paired = [], []
+    for run in dict.fromkeys([args.baseline, *args.runs]):
+        hits_ = base if run == args.baseline else found(run, args.extra)
+        row = {"run": run.name, **{k: v.mean() for k, v in hits_.items()},
+               **wall_s(run, Path(trained[run.name]) if run.name in trained else None)}
+        row.update({f"n {k}": len(v) for k, v in hits_.items() if k in PAIRED})
+        rows.append(row)
+        if run != args.baseline:
+            for key in PAIRED:
+                name = f"{key} Hit@3" if key.startswith("mcv") else key
+                if name in hits_ and name in base and len(hits_[name]) == len(base[name]):
+                    paired.append({"run": run.name, "queries": key, "n": len(base[name]),
+                                   "vs baseline, Hit@3": str(paired_difference(base[name], hits_[name]))})
+        print(run.name, {k: round(float(v), 3) for k, v in row.items() if isinstance(v, float)}, flush=True)
+    table, pairs = pd.DataFrame(rows), pd.DataFrame(paired)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    pairs.to_csv(args.out.with_name(args.out.stem + "-paired.csv"), index=False)
+    with pd.option_context("display.width", 250, "display.max_columns", 60, "display.float_format", "{:.3f}".format):
+        print(table.to_string(index=False))
+        print(pairs.to_string(index=False))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
