@@ -1,3 +1,4 @@
+import importlib
 import os
 import subprocess
 import sys
@@ -30,6 +31,17 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess
     full_env = {**os.environ, "CURATOR_SHARED": str(SHARED), **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=600)
+
+
+def run_main(capsys, module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m module args`` in this process, for the error cases: a user error returns 2 with its
+    message on stderr as the command line would, anything else raises (a traceback fails the test). A new
+    interpreter costs seconds per call (torch and timm load again), so whole runs keep ``run_cli``."""
+    main = importlib.import_module("eval.__main__" if module == "eval" else module).main
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([module, *args], code, out.out, out.err)
 
 
 TRAIN = ("train.epochs=1, train.head_warmup_epochs=0, train.warmup_epochs=0, views.global_size=32, "

@@ -13,7 +13,7 @@ from core.recipe import load_recipe
 from eval.compare import compare_runs, plot_curves
 from eval.evaluate import evaluate
 from eval.report import query_results, synthetic_results, write_report
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +122,8 @@ def test_queries_csv_holds_every_scored_query_and_compare_pairs_runs_with_a_base
     assert result.returncode == 0 and "vs base hit@1" in result.stdout, result.stderr
 
 
-def test_compare_rejects_a_folder_without_metrics(tmp_path):
-    result = run_cli("eval.compare", str(tmp_path))
+def test_compare_rejects_a_folder_without_metrics(tmp_path, capsys):
+    result = run_main(capsys, "eval.compare", str(tmp_path))
     assert result.returncode == 2 and "metrics.json" in result.stderr
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_main
 
 from core.model.embed import Embeddings
 
@@ -85,12 +85,12 @@ def test_corrupt_image_stops_with_its_name_or_is_skipped(tmp_path, sample_root):
     assert "skipped undecodable image extra/broken.jpg" in (tmp_path / "b" / "log.txt").read_text()
 
 
-def test_bad_inputs_exit_2_with_a_message(tmp_path):
-    unknown = run_cli("eval", "recipes/tiny.yaml", "model.pooling_typo=gem")
+def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
+    unknown = run_main(capsys, "eval", "recipes/tiny.yaml", "model.pooling_typo=gem")
     assert unknown.returncode == 2 and "model.pooling_typo" in unknown.stderr and "model.pooling" in unknown.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    missing = run_cli("eval", "recipes/tiny.yaml", f"data.distractors=[{empty}]", f"run_dir={tmp_path / 'r'}")
+    missing = run_main(capsys, "eval", "recipes/tiny.yaml", f"data.distractors=[{empty}]", f"run_dir={tmp_path / 'r'}")
     assert missing.returncode == 2 and f"no images in {empty}" in missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -127,20 +127,20 @@ def test_the_recipe_seed_fixes_random_weights(tmp_path, sample_root):
 
 
 @pytest.mark.parametrize("content", ["model: {arch: [x\n", "model:\n\tarch: x\n", "- a list\n", b"\x89PNG\r\n\x1a\n"])
-def test_a_recipe_that_is_not_yaml_is_named_without_a_traceback(tmp_path, content):
+def test_a_recipe_that_is_not_yaml_is_named_without_a_traceback(tmp_path, content, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_bytes(content if isinstance(content, bytes) else content.encode())
-    result = run_cli("eval", str(recipe), f"run_dir={tmp_path / 'r'}")
+    result = run_main(capsys, "eval", str(recipe), f"run_dir={tmp_path / 'r'}")
     assert result.returncode == 2 and f"recipe {recipe}" in result.stderr and "Fix:" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_an_empty_pairs_file_is_named(tmp_path, sample_root):
+def test_an_empty_pairs_file_is_named(tmp_path, sample_root, capsys):
     labeled = tmp_path / "set"
     labeled.mkdir()
     (labeled / "images").symlink_to(sample_root / "images", target_is_directory=True)
     (labeled / "pairs.csv").write_bytes(b"")
-    result = run_cli("eval", "recipes/tiny.yaml", f"data.labeled=[{labeled}]", f"run_dir={tmp_path / 'r'}")
+    result = run_main(capsys, "eval", "recipes/tiny.yaml", f"data.labeled=[{labeled}]", f"run_dir={tmp_path / 'r'}")
     assert result.returncode == 2 and f"{labeled / 'pairs.csv'} is not a readable CSV" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -13,7 +13,7 @@ from ssl.config import PretrainRecipe
 from ssl.methods import METHODS
 from ssl.pretrain import pretrain
 from ssl.tuning import configure_tuning
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_main
 
 TINY = ["model.arch=test_vit", "model.weights=none", "model.img_size=32", "views.global_size=32",
         "dino.local_size=16", "dino.n_local=2", "views.max_side=96", "train.batch_size=8", "train.num_workers=0",
@@ -186,12 +186,12 @@ def test_resume_ends_where_the_uninterrupted_run_ends(method, tmp_path, sample_r
            [{k: v for k, v in r.items() if k not in drop} for r in lines_b]
 
 
-def test_cli_errors_name_the_problem(tmp_path):
-    result = run_cli("ssl.pretrain", "recipes/dino.yaml", "train.epoch=3")
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    result = run_main(capsys, "ssl.pretrain", "recipes/dino.yaml", "train.epoch=3")
     assert result.returncode == 2 and "unknown recipe key" in result.stderr and "train.epochs" in result.stderr
-    result = run_cli("ssl.pretrain", "--resume", str(tmp_path))
+    result = run_main(capsys, "ssl.pretrain", "--resume", str(tmp_path))
     assert result.returncode == 2 and "recipe.yaml" in result.stderr
-    result = run_cli("ssl.pretrain", "recipes/dino.yaml", "method=byol")
+    result = run_main(capsys, "ssl.pretrain", "recipes/dino.yaml", "method=byol")
     assert result.returncode == 2 and "dino, simclr" in result.stderr
 
 
@@ -204,7 +204,6 @@ def test_two_processes_train_with_ddp(tmp_path, sample_root):
     assert result.returncode == 0, result.stderr[-3000:]
     history = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1, 2] and (tmp_path / "ddp" / "encoder.pt").is_file()
-
 
 
 def test_a_clean_teacher_reads_only_the_studio_view_and_the_student_learns_from_hard_photos(tmp_path, sample_root):
@@ -224,7 +223,7 @@ def test_a_clean_teacher_reads_only_the_studio_view_and_the_student_learns_from_
         loss = module.loss(batch)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert len(seen) == 6  # one teacher pass (the clean global view) per step, not two
     assert student[:len(batch) - 1] == [32, 16, 16]  # the student: the photo global view and the locals only
     assert losses[-1] < losses[0] - 0.05

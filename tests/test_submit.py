@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_main
 from PIL import Image
 
 from core.model.embed import Embeddings
@@ -118,13 +118,14 @@ def test_folder_links_give_each_image_one_row(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["parent is a file", "a folder", "cannot be created"])
-def test_an_unwritable_submission_fails_before_embedding(tmp_path, case):
+def test_an_unwritable_submission_fails_before_embedding(tmp_path, case, capsys):
     folder = _folder(tmp_path, n=2)
     (tmp_path / "file").write_text("x")
     target = {"parent is a file": tmp_path / "file" / "submission.csv", "a folder": tmp_path,
               # /proc takes no new files, even from root (who may write into read-only folders).
               "cannot be created": "/proc/curator-test/submission.csv"}[case]
-    result = _submit(tmp_path, folder, f"submission={target}")
+    result = run_main(capsys, "eval.submit", "recipes/tiny.yaml", f"data.root={folder}", f"run_dir={tmp_path / 'run'}",
+                      f"submission={target}")
     assert result.returncode == 2 and f"submission={target}" in result.stderr and "Fix:" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "embeddings").exists()  # nothing was embedded
