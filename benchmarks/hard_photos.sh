@@ -5,7 +5,9 @@
 # the balanced hard style; then benchmarks.hard_photos scores each labeled set in its own pool and pairs
 # every row with zero-shot per condition.
 #   ROWS="zeroshot clahe simclr-hard" bash benchmarks/hard_photos.sh
-# ROWS picks rows (default: all below, about 6 hours on 2 CPU cores); EVAL adds evaluation overrides.
+# ROWS picks rows (default: the eight named at ROWS= below); EVAL adds evaluation overrides. Each evaluation
+# embeds 4,144 images eight times (3,744 took 86 minutes on 2 shared CPU cores), so the default queue takes
+# a night there. Rows already evaluated are skipped, so the queue resumes.
 cd "$(dirname "$0")/.." && source .venv/bin/activate
 export CURATOR_SHARED=../shared
 POOL="data.labeled=[../shared/data/mcv-museum] data.distractors=[../shared/data/distractors,../shared/data/mcv-museum-extra/images/queries]"
