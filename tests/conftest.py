@@ -39,7 +39,12 @@ def run_main(capsys, module: str, *args: str) -> subprocess.CompletedProcess:
     interpreter costs seconds per call (torch and timm load again), so whole runs keep ``run_cli``."""
     main = importlib.import_module("eval.__main__" if module == "eval" else module).main
     capsys.readouterr()
-    code = main(list(args))
+    here = Path.cwd()
+    os.chdir(ROOT)  # from the repository root, as run_cli runs commands
+    try:
+        code = main(list(args))
+    finally:
+        os.chdir(here)
     out = capsys.readouterr()
     return subprocess.CompletedProcess([module, *args], code, out.out, out.err)
 
