@@ -47,8 +47,8 @@ def turn_features(run: Path, images: int) -> dict[str, np.ndarray]:
     paths = recipe_pool(recipe).paths_of(names)
     encoder = build_encoder(EncoderSpec.from_config(recipe.model)).eval()
     reader = recipe_reader(recipe, encoder)
-    cfg = encoder.model.pretrained_cfg
-    transform = eval_transform(encoder.img_size, recipe.model.resize, cfg["mean"], cfg["std"], recipe.embed.light)
+    transform = eval_transform(encoder.img_size, encoder.spec.resize, encoder.spec.mean, encoder.spec.std,
+                               recipe.embed.light)
     rows = sample_rows(len(paths), images)
     out: dict[str, list] = {f: [] for f in FEATURES}
     start = time.perf_counter()
