@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.orientation import hits, labeled_pools
 from benchmarks.postprocess import load_synthetic
+from benchmarks.scoring import labeled_pools, scores
 from core.data.pool import recipe_pool
 from core.model.embed import Embeddings
 from core.pixels.photosim import CONDITIONS
@@ -49,19 +49,10 @@ def found(run: Path, extra: Path | None) -> dict[str, np.ndarray]:
     emb = Embeddings.load(run / "embeddings")
     syn, targets, conditions = load_synthetic(run, emb)
     paths = pool.paths_of(emb.names)
-    post = PostProcessor(recipe, None)
-    out = {}
-    pools = labeled_pools(pool, emb, extra)
-    for name, (rows, queries, wanted) in pools.items():
-        sub = Embeddings([emb.names[r] for r in rows], emb.vectors[rows], emb.norms[rows])
-        vectors = post.apply(sub, [paths[r] for r in rows], save=False).vectors
-        for k in (1, 3):
-            out[f"{name} Hit@{k}"] = hits(vectors, queries, wanted, k)
-    # The synthetic photos in the run's whole pool, as eval scores them (their sources may be any image).
     syn_paths = [run / "synthetic" / "images" / Path(n).name for n in syn.names]
-    vectors = post.apply(Embeddings.concat([emb, syn]), [*paths, *syn_paths], save=False).vectors
-    syn_hits = hits(vectors, list(range(len(emb), len(emb) + len(syn))), [[t] for t in targets], 3)
-    out["synthetic Hit@3"] = syn_hits
+    scored = scores(PostProcessor(recipe, None), emb, syn, paths, syn_paths, targets, labeled_pools(pool, emb, extra))
+    out = {f"{name} Hit@{k}": h for (name, k), h in scored.items()}
+    syn_hits = out["synthetic Hit@3"]
     for condition in [*CONDITIONS, "turned"]:
         mask = np.array([(c[0] != "upright") if condition == "turned" else (condition in c) for c in conditions])
         if mask.any():

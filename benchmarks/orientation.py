@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 
 from benchmarks.postprocess import load_synthetic
+from benchmarks.scoring import hits, labeled_pools, scores
 from benchmarks.turned_queries import embed_turn, turned_photos
 from core.data.pool import Pool, recipe_pool, row_index
 from core.model.backbone import EncoderSpec, build_encoder
@@ -48,7 +49,6 @@ from core.model.orient import QUARTERS, Orientation, OrientationReport, fit_orie
 from core.pixels.photosim import CONDITIONS, QUARTER_TURNS, TURN_CONDITIONS
 from core.post import PostProcessor
 from core.recipe import load_recipe
-from core.vectors.metrics import target_ranks
 from core.vectors.paired import paired_difference
 
 TURN_OF = {name: turn for turn, name in TURN_CONDITIONS.items()}
@@ -64,11 +64,6 @@ def predicted(head, plain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the turn the head says it is in (clockwise degrees from upright) and whether it is sure."""
     turn, sure = head.upright_turns(torch.from_numpy(plain))
     return ((360 - turn.numpy()) % 360), sure.numpy()
-
-
-def hits(vectors: np.ndarray, queries: list[int], targets: list[list[int]], k: int) -> np.ndarray:
-    ranks = target_ranks(vectors, queries, targets)
-    return np.array([len(r) > 0 and r[0] < k for r in ranks])
 
 
 class Options:
@@ -133,43 +128,6 @@ def head_report(emb: Embeddings, syn: Embeddings, conditions: list[list[str]], l
     return head, lines, report
 
 
-def labeled_pools(run_pool: Pool, emb: Embeddings, extra: Path | None) -> dict[str, tuple[list[int], list, list]]:
-    """Per labeled set, its own pool (rows of ``emb``) and its queries and targets (positions in that pool).
-
-    The run's pool holds mcv-museum, the distractors and extra's queries (as distractors): mcv-museum is
-    scored without extra's queries, extra without mcv-museum's, against the same references."""
-    row = row_index(emb.names)
-    labeled = run_pool.labeled[0]
-    mcv_rows = {i for q, ts in zip(labeled.queries, labeled.targets, strict=True) for i in (q, *ts)}
-    mcv_queries = {run_pool.names[q] for q in labeled.queries}
-    mcv_source = labeled.name
-    out = {}
-    extra_queries = set()
-    if extra is not None:
-        table = pd.read_csv(extra / "pairs.csv", dtype=str, keep_default_na=False)
-        extra_name = {q: f"queries/{Path(q).relative_to('images/queries').as_posix()}" for q in table["query"]}
-        extra_queries = set(extra_name.values())
-    distractors = [i for i, n in enumerate(emb.names) if n not in extra_queries and not n.startswith(f"{mcv_source}/")]
-    references = [row[n] for n in emb.names if n.startswith(f"{mcv_source}/") and n not in mcv_queries]
-    mcv_pool = sorted({row[run_pool.names[i]] for i in mcv_rows} | set(references) | set(distractors))
-    at = {r: k for k, r in enumerate(mcv_pool)}
-    out["mcv-museum"] = (mcv_pool, [at[row[run_pool.names[q]]] for q in labeled.queries],
-                         [[at[row[run_pool.names[t]]] for t in ts] for ts in labeled.targets])
-    if extra is not None:
-        extra_pool = sorted(set(references) | set(distractors) | {row[n] for n in extra_queries})
-        at = {r: k for k, r in enumerate(extra_pool)}
-        queries, targets = [], {}
-        for q, t in zip(table["query"], table["target"], strict=True):
-            name = extra_name[q]
-            if name not in targets:
-                queries.append(name)
-                targets[name] = []
-            if t:
-                targets[name].append(at[row[f"{mcv_source}/{Path(t).relative_to('images').as_posix()}"]])
-        out["mcv-museum-extra"] = (extra_pool, [at[row[q]] for q in queries], [targets[q] for q in queries])
-    return out
-
-
 def retrieval(run: Path, recipe, run_pool: Pool, emb: Embeddings, syn: Embeddings, syn_targets: list[int],
               conditions: list[list[str]], options: Options,
               extra: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -181,25 +139,14 @@ def retrieval(run: Path, recipe, run_pool: Pool, emb: Embeddings, syn: Embedding
     made = {label: (e, options(syn)[label]) for label, e in options(emb).items()}
     rows, found = [], {}
     for label, (pool_emb, syn_emb) in made.items():
-        row = {"option": label}
-        for name, (rows_, queries, targets) in pools.items():
-            sub = Embeddings([pool_emb.names[r] for r in rows_], pool_emb.vectors[rows_], pool_emb.norms[rows_])
-            vectors = post.apply(sub, [paths[r] for r in rows_], save=False).vectors
-            for k in (1, 3):
-                found[(label, name, k)] = hits(vectors, queries, targets, k)
-                row[f"{name} Hit@{k}"] = found[(label, name, k)].mean()
-        # The synthetic photos in the run's whole pool, as eval scores them (their sources may be any image).
-        joint = Embeddings.concat([Embeddings(pool_emb.names, pool_emb.vectors, pool_emb.norms), syn_emb])
-        vectors = post.apply(joint, [*paths, *syn_paths], save=False).vectors
-        n = len(pool_emb)
-        syn_hits = hits(vectors, list(range(n, n + len(syn))), [[t] for t in syn_targets], 3)
-        found[(label, "synthetic", 3)] = syn_hits
-        row["synthetic Hit@3"] = syn_hits.mean()
+        scored = scores(post, pool_emb, syn_emb, paths, syn_paths, syn_targets, pools)
+        row = {"option": label, **{f"{name} Hit@{k}": h.mean() for (name, k), h in scored.items()}}
+        found.update({(label, name, k): h for (name, k), h in scored.items()})
         for c in CONDITIONS:
             mask = np.array([c in q for q in conditions])
             if mask.any():
-                row[f"{c} (n={int(mask.sum())})"] = syn_hits[mask].mean()
-                found[(label, c, 3)] = syn_hits[mask]
+                row[f"{c} (n={int(mask.sum())})"] = scored[("synthetic", 3)][mask].mean()
+                found[(label, c, 3)] = scored[("synthetic", 3)][mask]
         if label == "oriented":
             row["falls back (pool)"] = float((pool_emb.upright < 0).mean())
             row["falls back (synthetic)"] = float((syn_emb.upright < 0).mean())
