@@ -30,6 +30,7 @@ declare -A STAGE1=(
   [dino-hard]="recipes/dino.yaml dino.clean_teacher=true $HARD"
   [dino-small-hard]="recipes/dino-small.yaml dino.clean_teacher=true $HARD"
   [distill]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot"
+  [distill-more]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot tune.last_blocks=4 train.lr=1e-4"
   [simclr-hard-long]="recipes/simclr.yaml $HARD train.epochs=12"
   [dino-hard-long]="recipes/dino.yaml dino.clean_teacher=true $HARD train.epochs=12"
 )
