@@ -15,7 +15,8 @@ queries: as a run of extra with the same distractors would), Hit@1/3 of both lab
 Hit@3 per condition with its n (in the run's whole pool, as eval scores them); every run is paired with
 ``--baseline`` query by query (95% interval, gained/lost, McNemar's p) on the labeled sets and on each hard
 condition. A run's wall time is its
-embedding's (and, with ``--trained RUN=STAGE1_RUN``, that stage-1 run's training time).
+embedding's (and, with ``--trained RUN=STAGE1_RUN``, that stage-1 run's training time and how far it
+moved the weights).
 
     CURATOR_SHARED=../shared python -m benchmarks.hard_photos runs/hard/eval-* --baseline runs/hard/eval-zeroshot \\
         --extra ../shared/data/mcv-museum-extra [--trained eval-simclr=runs/hard/simclr ...]
@@ -29,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from benchmarks.postprocess import load_synthetic
 from benchmarks.scoring import labeled_pools, scores
 from core.data.pool import recipe_pool
+from core.model.backbone import EncoderSpec, build_encoder, load_encoder
 from core.model.embed import Embeddings
 from core.pixels.photosim import CONDITIONS
 from core.post import PostProcessor
@@ -60,11 +63,28 @@ def found(run: Path, extra: Path | None) -> dict[str, np.ndarray]:
     return out
 
 
+def moved(encoder_file: Path) -> float:
+    """How far training moved an encoder from the weights it started from: ||W - W0|| / ||W0|| over the
+    tensors that changed (0 when none did)."""
+    trained = load_encoder(encoder_file)
+    start = build_encoder(EncoderSpec(**{**trained.spec.__dict__, "weights": torch.load(
+        encoder_file, weights_only=True, map_location="cpu")["spec"]["weights"]}))
+    base = start.state_dict()
+    changed = [(v.float(), base[k].float()) for k, v in trained.state_dict().items()
+               if k in base and v.shape == base[k].shape and not torch.equal(v, base[k])]
+    if not changed:
+        return 0.0
+    return float(sum((v - w).norm() ** 2 for v, w in changed) ** 0.5 / sum(w.norm() ** 2 for _, w in changed) ** 0.5)
+
+
 def wall_s(run: Path, trained: Path | None) -> dict:
+    """A run's embedding time and forward passes per image; with the stage-1 run, its training time and how
+    far it moved the weights."""
     metrics = json.loads((run / "metrics.json").read_text())
     row = {"embed s": metrics["time_s"]["embed_pool"], "forwards/img": metrics.get("forwards_per_image")}
     if trained is not None:
         row["train s"] = json.loads((trained / "metrics.json").read_text())["time_s"]["total"]
+        row["moved"] = moved(trained / "encoder.pt")
     return row
 
 
