@@ -84,7 +84,7 @@ def wall_s(run: Path, trained: Path | None) -> dict:
     row = {"embed s": metrics["time_s"]["embed_pool"], "forwards/img": metrics.get("forwards_per_image")}
     if trained is not None:
         row["train s"] = json.loads((trained / "metrics.json").read_text())["time_s"]["total"]
-        row["moved"] = moved(trained / "encoder.pt")
+        row["moved"] = f"{moved(trained / 'encoder.pt'):.1e}"  # too small for the table's 3 decimals
     return row
 
 
