@@ -18,6 +18,9 @@ EVAL="synthetic.style=hard synthetic.num_queries=600 embed.progress=false ${EVAL
 # The CPU budget of stage 1 (4 epochs of 640 images), no per-epoch monitor: the table is the measurement.
 BUDGET="train.epochs=4 train.images_per_epoch=640 monitor.every_n_epochs=0 embed.progress=false"
 HARD="views.hard.p=0.75"
+# The yardstick's strengths (core/pixels/photosim.py: light 0.25-0.5, longer side 64-128 px), harsher than
+# views.hard's defaults (0.45-0.65, 200-300 px: near a 224-px model's own input, so barely a loss).
+MATCHED="views.hard.dim_gain=[0.25,0.5] views.hard.low_side=[64,128]"
 # Training-free rows: the submission recipe with one embedding option.
 declare -A OPTION=(
   [zeroshot]="" [clahe]="embed.light=clahe" [gamma]="embed.light=gamma" [dim-gamma]="embed.light=dim-gamma"
@@ -31,6 +34,7 @@ declare -A STAGE1=(
   [dino-small-hard]="recipes/dino-small.yaml dino.clean_teacher=true $HARD"
   [distill]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot"
   [distill-more]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot tune.last_blocks=4 train.lr=1e-4"
+  [distill-matched]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot tune.last_blocks=4 train.lr=1e-4 $MATCHED"
   [simclr-hard-long]="recipes/simclr.yaml $HARD train.epochs=12"
   [dino-hard-long]="recipes/dino.yaml dino.clean_teacher=true $HARD train.epochs=12"
 )
