@@ -21,6 +21,7 @@ HARD="views.hard.p=0.75"
 # The yardstick's strengths (core/pixels/photosim.py: light 0.25-0.5, longer side 64-128 px), harsher than
 # views.hard's defaults (0.45-0.65, 200-300 px: near a 224-px model's own input, so barely a loss).
 MATCHED="views.hard.dim_gain=[0.25,0.5] views.hard.low_side=[64,128]"
+MILD="views.hard.dim_gain=[0.45,0.65] views.hard.low_side=[200,300]"
 # Training-free rows: the submission recipe with one embedding option.
 declare -A OPTION=(
   [zeroshot]="" [clahe]="embed.light=clahe" [gamma]="embed.light=gamma" [dim-gamma]="embed.light=dim-gamma"
@@ -32,13 +33,15 @@ declare -A STAGE1=(
   [simclr-hard]="recipes/simclr.yaml $HARD"
   [dino-hard]="recipes/dino.yaml dino.clean_teacher=true $HARD"
   [dino-small-hard]="recipes/dino-small.yaml dino.clean_teacher=true $HARD"
-  [distill]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot"
-  [distill-more]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot tune.last_blocks=4 train.lr=1e-4"
+  # distill: training.yaml's 2 blocks at lr 2e-5 and mild views; distill-more: 4 blocks at 1e-4;
+  # distill-matched: and the yardstick's strengths, recipes/distill.yaml's values since.
+  [distill]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot tune.last_blocks=2 train.lr=2e-5 $MILD"
+  [distill-more]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot tune.last_blocks=4 train.lr=1e-4 $MILD"
   [distill-matched]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot tune.last_blocks=4 train.lr=1e-4 $MATCHED"
   [simclr-hard-long]="recipes/simclr.yaml $HARD train.epochs=12"
   [dino-hard-long]="recipes/dino.yaml dino.clean_teacher=true $HARD train.epochs=12"
 )
-ROWS=${ROWS:-"zeroshot clahe gamma dim-gamma size336 simclr-hard dino-hard distill"}
+ROWS=${ROWS:-"zeroshot clahe gamma dim-gamma size336 simclr-hard dino-hard distill distill-matched"}
 mkdir -p $OUT
 for row in $ROWS; do
   [ -f "$OUT/eval-$row/metrics.json" ] && continue
