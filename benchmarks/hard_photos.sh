@@ -5,7 +5,7 @@
 # the balanced hard style; then benchmarks.hard_photos scores each labeled set in its own pool and pairs
 # every row with zero-shot per condition.
 #   ROWS="zeroshot clahe simclr-hard" bash benchmarks/hard_photos.sh
-# ROWS picks rows (default: the eight named at ROWS= below); EVAL adds evaluation overrides. Each evaluation
+# ROWS picks rows (default: the nine named at ROWS= below); EVAL adds evaluation overrides. Each evaluation
 # embeds 4,144 images eight times (3,744 took 86 minutes on 2 shared CPU cores), so the default queue takes
 # a night there. Rows already evaluated are skipped, so the queue resumes.
 # POOL=dev leaves the 3,000 distractors out (1,144 images: about 25 minutes a row there) and writes to
