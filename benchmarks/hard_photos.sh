@@ -8,8 +8,9 @@
 # ROWS picks rows (default: the nine named at ROWS= below); EVAL adds evaluation overrides. Each evaluation
 # embeds 4,144 images eight times (3,744 took 86 minutes on 2 shared CPU cores), so the default queue takes
 # a night there. Rows already evaluated are skipped, so the queue resumes.
-# POOL=dev leaves the 3,000 distractors out (1,144 images: about 25 minutes a row there) and writes to
-# runs/hard-dev: the same yardstick and pairing at a seventh of the cost, on an easier pool.
+# POOL=dev leaves the 3,000 distractors out (544 images and as many synthetic photos, the cap: about 20
+# minutes a row there) and writes to runs/hard-dev: the same yardstick and pairing at a fourth of the cost,
+# on an easier pool.
 cd "$(dirname "$0")/.." && source .venv/bin/activate
 export CURATOR_SHARED=../shared
 if [ "${POOL:-full}" = dev ]; then OUT=runs/hard-dev DISTRACTORS=""; else OUT=runs/hard DISTRACTORS="../shared/data/distractors,"; fi
