@@ -35,7 +35,7 @@ import torch
 from benchmarks.postprocess import load_synthetic
 from benchmarks.scoring import labeled_pools, scores
 from core.data.pool import recipe_pool
-from core.model.backbone import EncoderSpec, build_encoder, load_encoder
+from core.model.backbone import EncoderSpec, build_encoder
 from core.model.embed import Embeddings
 from core.pixels.photosim import CONDITIONS
 from core.post import PostProcessor
@@ -66,11 +66,10 @@ def found(run: Path, extra: Path | None) -> dict[str, np.ndarray]:
 def moved(encoder_file: Path) -> float:
     """How far training moved an encoder from the weights it started from: ||W - W0|| / ||W0|| over the
     tensors that changed (0 when none did)."""
-    trained = load_encoder(encoder_file)
-    start = build_encoder(EncoderSpec(**{**trained.spec.__dict__, "weights": torch.load(
-        encoder_file, weights_only=True, map_location="cpu")["spec"]["weights"]}))
-    base = start.state_dict()
-    changed = [(v.float(), base[k].float()) for k, v in trained.state_dict().items()
+    payload = torch.load(encoder_file, weights_only=True, map_location="cpu")
+    spec = payload["spec"]
+    base = build_encoder(EncoderSpec(**{**spec, "mean": tuple(spec["mean"]), "std": tuple(spec["std"])})).state_dict()
+    changed = [(v.float(), base[k].float()) for k, v in payload["state_dict"].items()
                if k in base and v.shape == base[k].shape and not torch.equal(v, base[k])]
     if not changed:
         return 0.0
