@@ -7,7 +7,10 @@ recipe's input size and resize policy), a linear head per feature (``core.model.
 a quarter of the images held out): held-out accuracy per turn and the share that falls back at the
 threshold that keeps ``--accuracy`` of the confident predictions right.
 
-    CURATOR_SHARED=../shared python -m benchmarks.orientation_features RUN [--images 400] [--accuracy 0.99]
+    CURATOR_SHARED=../shared python -m benchmarks.orientation_features RUN [--images 400] [--accuracy 0.99] \
+        [--weights ENCODER]
+
+``--weights``: another encoder in the run's place (e.g. one trained with ``train.rotation_weight``).
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ def grid(tokens: torch.Tensor, cells: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def turn_features(run: Path, images: int) -> dict[str, np.ndarray]:
-    """Per feature: (images, 4 turns, D) for a seeded sample of the run's pool."""
-    recipe = load_recipe(run / "recipe.yaml", ["embed.progress=false"])
+def turn_features(run: Path, images: int, weights: Path | None = None) -> dict[str, np.ndarray]:
+    """Per feature: (images, 4 turns, D) for a seeded sample of the run's pool (by ``weights``, else the
+    run's model)."""
+    swap = [f"model.weights={weights}"] if weights else []
+    recipe = load_recipe(run / "recipe.yaml", ["embed.progress=false", *swap])
     names = Embeddings.load(run / "embeddings").names
     paths = recipe_pool(recipe).paths_of(names)
     encoder = build_encoder(EncoderSpec.from_config(recipe.model)).eval()
@@ -73,10 +78,11 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="an eval run (its recipe and pool)")
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--accuracy", type=float, default=0.99)
+    parser.add_argument("--weights", type=Path, help="an encoder file to measure instead of the run's model")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/orientation_features.csv"))
     args = parser.parse_args()
     rows = []
-    for name, views in turn_features(args.run, args.images).items():
+    for name, views in turn_features(args.run, args.images, args.weights).items():
         views = views / np.linalg.norm(views, axis=-1, keepdims=True)
         _, report = fit_orientation(views.astype(np.float32), held_out=0.25, accuracy=args.accuracy)
         rows.append({"feature": name, "dim": views.shape[-1], "held-out images": report.held_out,

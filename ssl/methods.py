@@ -27,6 +27,7 @@ from torch import nn
 
 from core.base.registry import Registry
 from core.model.backbone import Encoder
+from core.model.orient import QUARTERS
 from ssl.tuning import merged_copy, param_groups
 
 
@@ -54,6 +55,9 @@ class SSLModule(pl.LightningModule):
         self.head = head
         self.train_cfg = recipe.train
         self.layer_decay = float(recipe.tune.layer_decay)
+        self.rotation_weight = float(recipe.train.rotation_weight)
+        # RotNet's head (train.rotation_weight): the quarter turn of a view, from its pooled features.
+        self.rotation = nn.Linear(encoder.dim, len(QUARTERS)) if self.rotation_weight else None
         self._last_step_end: float | None = None
 
     @property
@@ -68,7 +72,8 @@ class SSLModule(pl.LightningModule):
     def configure_optimizers(self):
         cfg = self.train_cfg
         backbone = param_groups(self.encoder, float(cfg.lr), float(cfg.weight_decay), self.layer_decay)
-        head = {"params": [p for p in self.head.parameters() if p.requires_grad], "lr": float(cfg.head_lr),
+        heads = [*self.head.parameters(), *(self.rotation.parameters() if self.rotation is not None else ())]
+        head = {"params": [p for p in heads if p.requires_grad], "lr": float(cfg.head_lr),
                 "weight_decay": float(cfg.weight_decay)}
         optimizer = torch.optim.AdamW([*backbone, head])  # a method without a head has an empty last group
         total = int(self.trainer.estimated_stepping_batches)
@@ -79,6 +84,31 @@ class SSLModule(pl.LightningModule):
         schedules.append(lambda s: _warmup_cosine(s, 0, warmup, total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def rotation_loss(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RotNet's loss and accuracy on square ``views`` (B, C, H, W), each turned clockwise by a quarter
+        turn drawn from the global step: a resumed run draws the turns the uninterrupted one drew."""
+        draw = torch.Generator().manual_seed(self.global_step)
+        turns = torch.randint(len(QUARTERS), (len(views),), generator=draw)
+        # rot90 turns counter-clockwise; class k is k quarter turns clockwise (core.model.orient).
+        turned = torch.stack([torch.rot90(v, k=-k, dims=(1, 2)) for v, k in zip(views, turns.tolist(), strict=True)])
+        logits = self.rotation(self.embed(turned))
+        turns = turns.to(logits.device)
+        return nn.functional.cross_entropy(logits, turns), (logits.argmax(-1) == turns).float().mean()
+
+    def add_rotation(self, loss: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's ``loss`` plus ``train.rotation_weight`` times RotNet's on ``views``, and RotNet's
+        loss and accuracy to log (none when off)."""
+        if self.rotation is None:
+            return loss, {}
+        rotation, accuracy = self.rotation_loss(views)
+        return loss + self.rotation_weight * rotation, {"rotation_loss": rotation.detach(), "rotation_acc": accuracy}
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """The method's ``loss`` (with RotNet's on the first view, the clean one), logged."""
+        loss, rotation = self.add_rotation(self.loss(batch), batch[0])
+        self.log_step(loss, len(batch[0]), **rotation)
+        return {"loss": loss, **rotation}
 
     def log_step(self, loss: torch.Tensor, batch_size: int, **extra: float) -> None:
         now = time.perf_counter()
@@ -213,11 +243,11 @@ class DINOModule(SSLModule):
         momentum = self.ema.momentum(self.global_step, int(self.trainer.estimated_stepping_batches))
         self.ema.update(momentum)
         parts = self.losses(batch)
-        loss = self.combine(parts)
+        loss, rotation = self.add_rotation(self.combine(parts), batch[0])
         dino, koleo = parts["dino"].detach(), parts["koleo"].detach()
-        self.log_step(loss, len(batch[0]), momentum=momentum, dino_loss=dino, koleo=koleo)
+        self.log_step(loss, len(batch[0]), momentum=momentum, dino_loss=dino, koleo=koleo, **rotation)
         # The monitor averages every value returned here over the epoch (metrics.jsonl).
-        return {"loss": loss, "dino_loss": dino, "koleo": koleo}
+        return {"loss": loss, "dino_loss": dino, "koleo": koleo, **rotation}
 
     def on_after_backward(self) -> None:
         self.head.cancel_last_layer_gradients(current_epoch=self.current_epoch)
@@ -240,11 +270,6 @@ class SimCLRModule(SSLModule):
         """NT-Xent between the two views of each image, against the rest of the batch."""
         z0, z1 = (self.head(self.embed(view)) for view in batch[:2])
         return self.criterion(z0, z1)
-
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
-        self.log_step(loss, len(batch[0]))
-        return loss
 
 
 
@@ -269,8 +294,3 @@ class DistillModule(SSLModule):
         labels = torch.arange(len(rows), device=targets.device)
         return sum(nn.functional.cross_entropy(nn.functional.normalize(self.embed(v), dim=-1) @ targets.T
                                                / self.temperature, labels) for v in views) / len(views)
-
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
-        self.log_step(loss, len(batch[0]))
-        return loss

@@ -227,3 +227,31 @@ def test_a_clean_teacher_reads_only_the_studio_view_and_the_student_learns_from_
     assert len(seen) == 6  # one teacher pass (the clean global view) per step, not two
     assert student[:len(batch) - 1] == [32, 16, 16]  # the student: the photo global view and the locals only
     assert losses[-1] < losses[0] - 0.05
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_rotation_term_teaches_the_tuned_blocks_the_quarter_turn_of_the_clean_view(method, tmp_path, sample_root):
+    off, _ = _module_and_batch(method, _recipe(method, tmp_path, sample_root, "train.head_warmup_epochs=0"))
+    recipe = _recipe(method, tmp_path, sample_root, "train.head_warmup_epochs=0", "train.rotation_weight=0.5")
+    module, batch = _module_and_batch(method, recipe)
+    assert off.rotation is None and off.add_rotation(torch.tensor(1.0), batch[0])[1] == {}
+    loss, logged = module.add_rotation(torch.tensor(1.0), batch[0])
+    assert set(logged) == {"rotation_loss", "rotation_acc"}
+    assert loss.item() == pytest.approx(1.0 + 0.5 * logged["rotation_loss"].item())
+    # The turns are drawn from the step: the same step draws them again (a resumed run trains alike).
+    assert module.rotation_loss(batch[0])[0].item() == pytest.approx(logged["rotation_loss"].item())
+    # The term reaches the tuned blocks, not only its head, and lowers itself.
+    loss.backward()
+    tuned = [p for n, p in module.encoder.named_parameters() if p.requires_grad and "blocks" in n]
+    assert tuned and all(p.grad is not None and p.grad.abs().sum() > 0 for p in tuned)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=3e-3)
+    before = logged["rotation_loss"].item()
+    for _ in range(10):
+        optimizer.zero_grad()
+        module.rotation_loss(batch[0])[0].backward()
+        optimizer.step()
+    assert module.rotation_loss(batch[0])[0].item() < before - 0.3
+    # The optimizer the trainer builds holds the head (at head_lr), beside the tuned blocks.
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "max_epochs": 1})()
+    head_group = module.configure_optimizers()["optimizer"].param_groups[-1]
+    assert any(p is module.rotation.weight for p in head_group["params"])
