@@ -42,6 +42,8 @@ declare -A STAGE1=(
   # dino-matched: DINO given what made distillation add (4 blocks at 1e-4, the yardstick's strengths) and
   # dino-small's sharper targets (1,024 prototypes, teacher temperature 0.02) aimed at pool images.
   [dino-matched]="recipes/dino-small.yaml dino.clean_teacher=true dino.prototypes=data $HARD $MATCHED tune.last_blocks=4 train.lr=1e-4"
+  # simclr-matched: SimCLR the same way (every pair a studio view and a visitor photo).
+  [simclr-matched]="recipes/simclr.yaml views.photo_p=1.0 $HARD $MATCHED tune.last_blocks=4 train.lr=1e-4"
   [distill-long]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot train.epochs=12"
   [simclr-hard-long]="recipes/simclr.yaml $HARD train.epochs=12"
   [dino-hard-long]="recipes/dino.yaml dino.clean_teacher=true $HARD train.epochs=12"
