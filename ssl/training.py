@@ -85,7 +85,8 @@ def make_loader(recipe, dataset: Dataset, epoch: int = 0) -> DataLoader:
 # recipe keys that shape training, its method's own section included (the paths of the start weights
 # and the loader workers may change).
 _IDENTITY_SECTIONS = ("method", "seed", "model", "tune", "train", "views")
-_IDENTITY_FREE = ("model.weights", "train.num_workers")
+# Keys that do not change what trains: a finished run resumed with another train.export writes that network.
+_IDENTITY_FREE = ("model.weights", "train.num_workers", "train.export")
 
 
 def checkpoint_identity(recipe, kind: str) -> dict:
@@ -135,7 +136,7 @@ def resume_epoch(run: RunDir, identity: dict) -> int:
         what = f"a {recorded.get('kind')} run" if isinstance(recorded, dict) else "another program or an older Curator"
         raise MissingInputError(f"{path} was written by {what}, not by this {identity['kind']} run. {fix}")
     before, now = recorded.get("recipe", {}), identity["recipe"]
-    differ = sorted((k for k in before.keys() | now.keys() if before.get(k) != now.get(k)),
+    differ = sorted((k for k in before.keys() | now.keys() if k not in _IDENTITY_FREE and before.get(k) != now.get(k)),
                     key=lambda k: (k != "method", k))
     if differ:
         shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])

@@ -257,3 +257,16 @@ def test_rotation_term_teaches_the_tuned_blocks_the_quarter_turn_of_the_clean_vi
     module.trainer = type("T", (), {"estimated_stepping_batches": 10, "max_epochs": 1})()
     head_group = module.configure_optimizers()["optimizer"].param_groups[-1]
     assert any(p is module.rotation.weight for p in head_group["params"])
+
+
+def test_a_finished_run_resumed_with_another_export_writes_that_network(tmp_path, sample_root, capsys):
+    recipe = _recipe("dino", tmp_path, sample_root, "train.epochs=1", "train.head_warmup_epochs=0",
+                     "monitor.every_n_epochs=0", "train.images_per_epoch=16")
+    teacher = load_encoder(pretrain(recipe)["encoder"]).state_dict()
+    run = tmp_path / "dino"
+    result = run_main(capsys, "ssl.pretrain", "--resume", str(run), "train.export=student")
+    assert result.returncode == 0, result.stderr
+    student = load_encoder(run / "encoder.pt").state_dict()
+    trained = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(student[k], trained[f"encoder.{k}"]) for k in student)
+    assert any(not torch.equal(student[k], teacher[k]) for k in student)
