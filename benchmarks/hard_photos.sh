@@ -23,6 +23,7 @@ HARD="views.hard.p=0.75"
 # views.hard's defaults (0.45-0.65, 200-300 px: near a 224-px model's own input, so barely a loss).
 MATCHED="views.hard.dim_gain=[0.25,0.5] views.hard.low_side=[64,128]"
 MILD="views.hard.dim_gain=[0.45,0.65] views.hard.low_side=[200,300]"
+DINO_MATCHED="recipes/dino-small.yaml dino.clean_teacher=true dino.prototypes=data $HARD $MATCHED tune.last_blocks=4 train.lr=1e-4"
 # Training-free rows: the submission recipe with one embedding option.
 declare -A OPTION=(
   [zeroshot]="" [clahe]="embed.light=clahe" [gamma]="embed.light=gamma" [dim-gamma]="embed.light=dim-gamma"
@@ -41,7 +42,9 @@ declare -A STAGE1=(
   [distill-matched]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot tune.last_blocks=4 train.lr=1e-4 $MATCHED"
   # dino-matched: DINO given what made distillation add (4 blocks at 1e-4, the yardstick's strengths) and
   # dino-small's sharper targets (1,024 prototypes, teacher temperature 0.02) aimed at pool images.
-  [dino-matched]="recipes/dino-small.yaml dino.clean_teacher=true dino.prototypes=data $HARD $MATCHED tune.last_blocks=4 train.lr=1e-4"
+  [dino-matched]="$DINO_MATCHED"
+  # The same training, its student exported (train.export=student) instead of the EMA teacher.
+  [dino-matched-student]="$DINO_MATCHED train.export=student"
   # simclr-matched: SimCLR the same way (every pair a studio view and a visitor photo).
   [simclr-matched]="recipes/simclr.yaml views.photo_p=1.0 $HARD $MATCHED tune.last_blocks=4 train.lr=1e-4"
   [distill-long]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot train.epochs=12"
@@ -53,8 +56,12 @@ mkdir -p $OUT
 for row in $ROWS; do
   [ -f "$OUT/eval-$row/metrics.json" ] && continue
   if [ -n "${STAGE1[$row]+set}" ]; then
+    # The row's overrides come after the budget, so a longer row's train.epochs wins.
     # shellcheck disable=SC2086
-    [ -f "$OUT/$row/encoder.pt" ] || /usr/bin/time -v python -m ssl.pretrain ${STAGE1[$row]} $ARGS $BUDGET \
+    set -- ${STAGE1[$row]}
+    recipe=$1 && shift
+    # shellcheck disable=SC2086
+    [ -f "$OUT/$row/encoder.pt" ] || /usr/bin/time -v python -m ssl.pretrain "$recipe" $ARGS $BUDGET "$@" \
       run_dir=$OUT/$row > $OUT/$row.out 2>&1
     # shellcheck disable=SC2086
     python -m eval recipes/submission.yaml model.weights=$OUT/$row/encoder.pt $ARGS $EVAL \
