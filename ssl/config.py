@@ -138,9 +138,10 @@ class TrainConfig:
     export: str = "teacher"
     # Gradient clipping by norm (0 disables).
     clip_grad: float = option(3.0, ge=0)
-    # Weight of RotNet's term beside the method's loss (0: off): each image's first (clean) view is turned
-    # by a quarter turn and a linear head on the pooled features says which, so the tuned blocks learn
-    # where a painting's up is, which embed.orient's head (core/model/orient.py) then reads.
+    # Weight of RotNet's term beside the method's loss (0: off): each item's first view (stage 1: the clean
+    # studio view; stage 2: a view of the pair's first image) is turned by a quarter turn and a linear head
+    # on the pooled features says which, so the tuned blocks learn where a painting's up is, which
+    # embed.orient's head (core/model/orient.py) then reads.
     rotation_weight: float = option(0.0, ge=0)
 
 

@@ -272,7 +272,6 @@ class SimCLRModule(SSLModule):
         return self.criterion(z0, z1)
 
 
-
 @register_method("distill")
 class DistillModule(SSLModule):
     """Distillation from the clean image to its visitor photos: the student embeds a studio view and a
