@@ -4,8 +4,10 @@
 # way, all on mcv-museum + the 3,000 distractors + mcv-museum-extra's queries with 600 synthetic photos of
 # the balanced hard style; then benchmarks.hard_photos scores each labeled set in its own pool and pairs
 # every row with zero-shot per condition.
-#   ROWS="zeroshot clahe simclr-hard" bash benchmarks/hard_photos.sh
-# ROWS picks rows (default: the nine named at ROWS= below); EVAL adds evaluation overrides. Each evaluation
+#   ROWS="zeroshot clahe simclr-hard distill-matched+dim-gamma" bash benchmarks/hard_photos.sh
+# ROWS picks rows (default: the nine named at ROWS= below); a row STAGE1+OPTION evaluates a stage-1 row's
+# encoder with a training-free option (trained once, shared with the plain row); EVAL adds evaluation
+# overrides. Each evaluation
 # embeds 4,144 images eight times (3,744 took 86 minutes on 2 shared CPU cores), so the default queue takes
 # a night there. Rows already evaluated are skipped, so the queue resumes.
 # POOL=dev leaves the 3,000 distractors out (544 images and as many synthetic photos, the cap: about 20
@@ -47,32 +49,44 @@ declare -A STAGE1=(
   [dino-matched-student]="$DINO_MATCHED train.export=student"
   # simclr-matched: SimCLR the same way (every pair a studio view and a visitor photo).
   [simclr-matched]="recipes/simclr.yaml views.photo_p=1.0 $HARD $MATCHED tune.last_blocks=4 train.lr=1e-4"
+  # distill-rot: distill.yaml with RotNet's term beside it (issue 35: what the term costs retrieval).
+  [distill-rot]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot train.rotation_weight=1.0"
   [distill-long]="recipes/distill.yaml distill.targets=$OUT/eval-zeroshot train.epochs=12"
   [simclr-hard-long]="recipes/simclr.yaml $HARD train.epochs=12"
   [dino-hard-long]="recipes/dino.yaml dino.clean_teacher=true $HARD train.epochs=12"
 )
 ROWS=${ROWS:-"zeroshot clahe gamma dim-gamma size336 simclr-hard dino-hard distill distill-matched"}
+# A misspelt row fails here, before hours of queue, not after.
+for row in $ROWS; do
+  stage1=${row%%+*} option=${row#"$stage1"} option=${option#+}
+  if [ -n "${STAGE1[$stage1]+set}" ] && { [ -z "$option" ] || [ -n "${OPTION[$option]+set}" ]; }; then continue; fi
+  [ -z "$option" ] && [ -n "${OPTION[$row]+set}" ] && continue
+  echo "hard_photos.sh: unknown row '$row': name a training-free row (${!OPTION[*]}), a stage-1 row" \
+    "(${!STAGE1[*]}) or STAGE1+OPTION, e.g. distill-matched+dim-gamma." >&2
+  exit 2
+done
 mkdir -p $OUT
 for row in $ROWS; do
   [ -f "$OUT/eval-$row/metrics.json" ] && continue
-  if [ -n "${STAGE1[$row]+set}" ]; then
+  stage1=${row%%+*} option=${row#"$stage1"} option=${option#+}
+  if [ -n "${STAGE1[$stage1]+set}" ]; then
     # The row's overrides come after the budget, so a longer row's train.epochs wins.
     # shellcheck disable=SC2086
-    set -- ${STAGE1[$row]}
+    set -- ${STAGE1[$stage1]}
     recipe=$1 && shift
     # shellcheck disable=SC2086
-    [ -f "$OUT/$row/encoder.pt" ] || /usr/bin/time -v python -m ssl.pretrain "$recipe" $ARGS $BUDGET "$@" \
-      run_dir=$OUT/$row > $OUT/$row.out 2>&1
+    [ -f "$OUT/$stage1/encoder.pt" ] || /usr/bin/time -v python -m ssl.pretrain "$recipe" $ARGS $BUDGET "$@" \
+      run_dir=$OUT/$stage1 > $OUT/$stage1.out 2>&1
     # shellcheck disable=SC2086
-    python -m eval recipes/submission.yaml model.weights=$OUT/$row/encoder.pt $ARGS $EVAL \
-      run_dir=$OUT/eval-$row > $OUT/eval-$row.out 2>&1
+    python -m eval recipes/submission.yaml model.weights=$OUT/$stage1/encoder.pt ${option:+${OPTION[$option]}} \
+      $ARGS $EVAL run_dir=$OUT/eval-$row > $OUT/eval-$row.out 2>&1
   else
     # shellcheck disable=SC2086
     python -m eval recipes/submission.yaml ${OPTION[$row]} $ARGS $EVAL run_dir=$OUT/eval-$row \
       > $OUT/eval-$row.out 2>&1
   fi
 done
-TRAINED=$(for row in $ROWS; do [ -n "${STAGE1[$row]+set}" ] && echo "eval-$row=$OUT/$row"; done)
+TRAINED=$(for row in $ROWS; do [ -n "${STAGE1[${row%%+*}]+set}" ] && echo "eval-$row=$OUT/${row%%+*}"; done)
 # shellcheck disable=SC2046,SC2086
 python -m benchmarks.hard_photos $(for row in $ROWS; do echo $OUT/eval-$row; done) \
   --baseline $OUT/eval-zeroshot --extra ../shared/data/mcv-museum-extra --trained $TRAINED \
