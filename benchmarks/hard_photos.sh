@@ -47,6 +47,9 @@ declare -A STAGE1=(
   [dino-matched]="$DINO_MATCHED"
   # The same training, its student exported (train.export=student) instead of the EMA teacher.
   [dino-matched-student]="$DINO_MATCHED train.export=student"
+  # dino-sk-student: the same with DINOv2's Sinkhorn-Knopp centring (dino.centering=sinkhorn), which keeps the
+  # teacher from sending the pool to a dozen prototypes (benchmarks/invariance.py); its student exported.
+  [dino-sk-student]="$DINO_MATCHED dino.centering=sinkhorn train.export=student"
   # simclr-matched: SimCLR the same way (every pair a studio view and a visitor photo).
   [simclr-matched]="recipes/simclr.yaml views.photo_p=1.0 $HARD $MATCHED tune.last_blocks=4 train.lr=1e-4"
   # distill-rot: distill.yaml with RotNet's term beside it (issue 35: what the term costs retrieval).

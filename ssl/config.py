@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from core.base.errors import RecipeError
 from core.base.options import check_choices, option
 from core.recipe import Recipe
-from ssl.methods import METHODS
+from ssl.methods import CENTERINGS, METHODS
 from ssl.tuning import TUNE_MODES, TuneConfig
 
 EXPORTS = ("teacher", "student")
@@ -84,6 +84,9 @@ class DinoConfig:
     prototypes: str = "random"
     # Images embedded for "data" prototypes (at most dino.out_dim; the rest stay random).
     prototype_images: int = option(1024, ge=1)
+    # How the teacher's targets are kept from collapsing (ssl.methods.CENTERINGS): "mean", DINO's running
+    # centre, or "sinkhorn", DINOv2's Sinkhorn-Knopp (each batch spread over the prototypes).
+    centering: str = "mean"
     # Weight of lightly's KoLeo regulariser (DINOv2 uses 0.1) on the student's pooled features of the
     # two global views, the embedding retrieval uses: it spreads them apart within the batch. 0: off.
     koleo_weight: float = option(0.0, ge=0)
@@ -207,5 +210,5 @@ class PretrainRecipe(TrainingRecipe):
 
     @staticmethod
     def validate(cfg: DictConfig) -> None:
-        check_choices(cfg, (("method", METHODS), ("dino.prototypes", PROTOTYPES)))
+        check_choices(cfg, (("method", METHODS), ("dino.prototypes", PROTOTYPES), ("dino.centering", CENTERINGS)))
         _check_scale(cfg, "dino.local_scale")

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 import pytorch_lightning as pl
 import torch
 from lightly.loss import DINOLoss, KoLeoLoss, NTXentLoss
+from lightly.loss.swav_loss import sinkhorn
 from lightly.models.modules import DINOProjectionHead, SimCLRProjectionHead
 from lightly.models.utils import deactivate_requires_grad
 from lightly.utils.scheduler import cosine_schedule
@@ -165,6 +166,51 @@ class EMA:
             torch._foreach_lerp_(list(teacher), list(student), 1.0 - momentum)
 
 
+class SinkhornDINOLoss(DINOLoss):
+    """DINO's loss with DINOv2's Sinkhorn-Knopp centring: the teacher's targets are the batch's soft
+    assignment to prototypes that gives every prototype an equal share (SwAV's equipartition).
+
+    Mean centring only subtracts a running mean, and a few hundred steps from a pretrained backbone let the
+    teacher send a whole pool to a dozen prototypes (docs/results/hard_photos.md); then a photo need only
+    land in the right one of a dozen clusters. Sinkhorn-Knopp spreads the images of a batch over
+    different prototypes at every step, so each target stays close to one image's own.
+
+    >>> loss = SinkhornDINOLoss(output_dim=8, teacher_temp=0.05, warmup_teacher_temp=0.05)
+    >>> logits = torch.tensor([[1.0, 0, 0, 0, 0, 0, 0, 0], [0.9, 0.8, 0, 0, 0, 0, 0, 0]])
+    >>> (logits / 0.05).softmax(1).argmax(1).tolist()  # softmax: both images go to prototype 0
+    [0, 0]
+    >>> loss.targets(logits, 0.05).argmax(1).tolist()  # Sinkhorn-Knopp: the second goes to its next best
+    [0, 1]
+    """
+
+    def temperature(self, epoch: int | None) -> float:
+        """The teacher temperature of ``epoch``, on lightly's warm-up schedule."""
+        warm = epoch is not None and epoch < self.warmup_teacher_temp_epochs
+        return float(self.teacher_temp_schedule[epoch] if warm else self.teacher_temp)
+
+    @staticmethod
+    @torch.no_grad()
+    def targets(teacher_out: torch.Tensor, temperature: float) -> torch.Tensor:
+        """(B, K) teacher logits -> (B, K) targets, rows summing to 1 (3 Sinkhorn-Knopp iterations)."""
+        # exp(logit / 0.02) leaves float32's range (1e38) at a logit of 1.8: float64's reaches 14.
+        q = sinkhorn(teacher_out.double(), iterations=3, epsilon=temperature, gather_distributed=True)
+        return q.float()
+
+    def forward(self, teacher_out: list[torch.Tensor], student_out: list[torch.Tensor],
+                teacher_temp: float | None = None, epoch: int | None = None) -> torch.Tensor:
+        """Cross-entropy of each student view against each other view's Sinkhorn-Knopp target."""
+        temperature = self.temperature(epoch) if teacher_temp is None else teacher_temp
+        q = torch.stack([self.targets(t, temperature) for t in teacher_out])
+        log_p = nn.functional.log_softmax(torch.stack(student_out) / self.student_temp, dim=-1)
+        terms = -torch.einsum("tbd,sbd->ts", q, log_p)
+        terms.fill_diagonal_(0)  # a view is not its own target (as lightly's DINOLoss)
+        return terms.sum() / ((terms.numel() - min(terms.shape)) * q.shape[1])
+
+
+# dino.centering: how the teacher's targets are kept from collapsing.
+CENTERINGS = {"mean": DINOLoss, "sinkhorn": SinkhornDINOLoss}
+
+
 @register_method("dino")
 class DINOModule(SSLModule):
     """DINO (Caron et al. 2021): a student matches an EMA teacher across multi-crop views."""
@@ -189,7 +235,7 @@ class DINOModule(SSLModule):
         deactivate_requires_grad(self.teacher_head)
         self.ema = EMA([(self.teacher, self.encoder), (self.teacher_head, self.head)],
                        float(d.momentum_start), float(d.momentum_end))
-        self.criterion = DINOLoss(output_dim=d.out_dim, warmup_teacher_temp=d.warmup_teacher_temp,
+        self.criterion = CENTERINGS[d.centering](output_dim=d.out_dim, warmup_teacher_temp=d.warmup_teacher_temp,
                                   teacher_temp=d.teacher_temp, warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs,
                                   student_temp=d.student_temp, center_momentum=d.center_momentum)
         self.koleo_weight = float(d.koleo_weight)

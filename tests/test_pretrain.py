@@ -40,9 +40,9 @@ def _module_and_batch(method: str, recipe):
     return module, batch + ([torch.arange(8)] if module.needs_index else [])
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_steps_lower_the_loss_of_a_batch(method, tmp_path, sample_root):
-    recipe = _recipe(method, tmp_path, sample_root, "train.head_warmup_epochs=0")
+@pytest.mark.parametrize("method, extra", [*((m, ()) for m in sorted(METHODS)), ("dino", ("dino.centering=sinkhorn",))])
+def test_steps_lower_the_loss_of_a_batch(method, extra, tmp_path, sample_root):
+    recipe = _recipe(method, tmp_path, sample_root, "train.head_warmup_epochs=0", *extra)
     module, batch = _module_and_batch(method, recipe)
     centre = module.criterion.center.clone() if method == "dino" else None
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
@@ -62,6 +62,23 @@ def test_steps_lower_the_loss_of_a_batch(method, tmp_path, sample_root):
         loss().backward()
         optimizer.step()
     assert value() < before - 0.05
+
+
+def test_sinkhorn_centring_spreads_a_batch_that_softmax_sends_to_one_prototype(tmp_path, sample_root):
+    recipe = _recipe("dino", tmp_path, sample_root, "dino.centering=sinkhorn", "dino.out_dim=16",
+                     "dino.teacher_temp=0.04", "dino.warmup_teacher_temp=0.04")
+    module = METHODS["dino"](build_encoder(EncoderSpec.from_config(recipe.model)), recipe)
+    torch.manual_seed(0)
+    teacher = torch.zeros(8, 16)
+    teacher[:, 0] = 1.0  # every image's best prototype is 0
+    teacher[:, 1:] = 0.5 + 0.2 * torch.rand(8, 15)
+    assert set((teacher / 0.04).softmax(1).argmax(1).tolist()) == {0}
+    q = module.criterion.targets(teacher, 0.04)
+    assert torch.allclose(q.sum(1), torch.ones(8)) and len(set(q.argmax(1).tolist())) >= 6
+    # The loss is the cross-entropy of each other student view against those targets.
+    student = [torch.zeros(8, 16), torch.randn(8, 16), torch.randn(8, 16)]
+    by_hand = torch.stack([-(q * (s / 0.1).log_softmax(1)).sum(1).mean() for s in student[1:]]).mean()
+    assert float(module.criterion([teacher], student, epoch=0)) == pytest.approx(float(by_hand), rel=1e-5)
 
 
 def test_koleo_spreads_the_features_that_retrieval_uses(tmp_path, sample_root):
