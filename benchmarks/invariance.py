@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from core.base.atomic import atomic_write_text, check_writable
 from core.data.pool import recipe_pool
 from core.data.synthetic import SOURCE_MAX_SIDE
 from core.model.backbone import Encoder, EncoderSpec, build_encoder, load_encoder
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--dino", type=Path, help="a DINO stage-1 run (its recipe, checkpoints/last.ckpt)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/invariance.csv"))
     args = parser.parse_args()
+    check_writable(args.out, "--out")  # before the half hour of forward passes
     recipe = load_recipe(args.run / "recipe.yaml", ["embed.progress=false"])
     zero_shot = build_encoder(EncoderSpec.from_config(recipe.model))
     paths = recipe_pool(recipe).paths_of(Embeddings.load(args.run / "embeddings").names)
@@ -146,8 +148,7 @@ def main() -> None:
     if args.dino:
         rows += dino_rows(args.dino, clean, photos)
     table = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    atomic_write_text(args.out, table.to_csv(index=False))
     print(table.to_markdown(index=False))
     print(f"{len(clean)} images, {len(KINDS)} conditions, {time.perf_counter() - start:.0f} s; wrote {args.out}")
 
