@@ -57,10 +57,10 @@ def hard_photos(images: list[np.ndarray], seed: int = 0) -> dict[str, list[np.nd
 
 
 @torch.no_grad()
-def features(encoder: Encoder, images: list[np.ndarray], light: str = "none") -> torch.Tensor:
+def features(encoder: Encoder, images: list[np.ndarray]) -> torch.Tensor:
     """(N, D) raw pooled outputs (what a DINO head reads; normalise for retrieval), one forward pass each."""
     encoder.eval()
-    transform = eval_transform(encoder.img_size, encoder.spec.resize, encoder.spec.mean, encoder.spec.std, light)
+    transform = eval_transform(encoder.img_size, encoder.spec.resize, encoder.spec.mean, encoder.spec.std)
     return torch.cat([encoder(torch.stack([transform(im) for im in images[i:i + 32]]))
                       for i in range(0, len(images), 32)])
 
@@ -91,8 +91,9 @@ def dino_module(run: Path, ended: bool) -> DINOModule:
     encoder = configure_tuning(build_encoder(EncoderSpec.from_config(recipe.model)), recipe.tune)
     module = DINOModule(encoder, recipe)
     if ended:
+        # Tensors and plain data only, as ssl.training reads a checkpoint to resume it.
         module.load_state_dict(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu",
-                                          weights_only=False)["state_dict"])
+                                          weights_only=True)["state_dict"])
     elif recipe.dino.prototypes == "data":
         init_prototypes(recipe, module, encoder, pool)
     return module.eval()
@@ -110,7 +111,8 @@ def dino_rows(run: Path, clean: list[np.ndarray], photos: dict[str, list[np.ndar
         for name, enc in (("student", module.encoder), ("teacher", module.teacher)):
             if not ended and name == "teacher":
                 continue  # at the start both are the pretrained encoder
-            own_clean = teacher_clean if name == "teacher" else features(enc, clean)
+            # At the start the student is the teacher: its clean images are the teacher's.
+            own_clean = features(enc, clean) if ended and name == "student" else teacher_clean
             for kind, images in photos.items():
                 photo = features(enc, images)
                 row = {"encoder": f"DINO {name}, {when}", "condition": kind, **invariance(own_clean, photo)}
