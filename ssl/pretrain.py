@@ -9,6 +9,7 @@ curves.png, checkpoints/last.ckpt and encoder.pt, which ``python -m eval`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -17,14 +18,16 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
+from core.base.atomic import atomic_write_text
 from core.base.errors import MissingInputError, command_line
 from core.base.runs import RunDir
 from core.data.pool import Pool, recipe_pool
 from core.model.backbone import Encoder, EncoderSpec, build_encoder
 from core.model.embed import Embeddings, embed_images
 from core.pixels.images import make_reader
-from core.recipe import cli_parser, resumable_recipe
+from core.recipe import cli_parser, resumable_recipe, to_dict
 from core.vectors.metrics import HITS_LABEL, format_hits
 from ssl.augment import view_maker
 from ssl.config import PretrainRecipe
@@ -37,6 +40,11 @@ from ssl.tuning import configure_tuning
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "dino.yaml"
+# method: distill's targets made by the run (without distill.targets), and what they were made from.
+TARGETS_DIR = "distill-targets"
+TARGETS_STAMP = "made_from.json"
+# embed.* keys that change how fast the targets are made, not what they are.
+RUNNING_KEYS = ("batch_size", "num_workers", "progress", "device")
 
 
 def init_prototypes(recipe, module: DINOModule, encoder: Encoder, pool: Pool) -> None:
@@ -52,9 +60,10 @@ def init_prototypes(recipe, module: DINOModule, encoder: Encoder, pool: Pool) ->
              int(recipe.dino.out_dim))
 
 
-def distill_targets(recipe, encoder: Encoder, pool: Pool) -> torch.Tensor:
+def distill_targets(recipe, encoder: Encoder, pool: Pool, run: RunDir) -> torch.Tensor:
     """``method: distill``'s targets, one row per pool image: the starting model's embedding of each clean
-    image with the ``distill`` views, read from ``distill.targets`` (an eval run of this pool) or made here."""
+    image with the ``distill`` views, read from ``distill.targets`` (an eval run of this pool) or made here
+    (:func:`made_targets`)."""
     d = recipe.distill
     if d.targets:
         folder = Path(d.targets) / "embeddings"
@@ -63,10 +72,7 @@ def distill_targets(recipe, encoder: Encoder, pool: Pool) -> torch.Tensor:
                                     "the folder of an eval run of this pool, or null to embed the targets here")
         emb = Embeddings.load(folder)
     else:
-        embed_cfg = OmegaConf.merge(recipe.embed, {"turns": list(d.turns), "crop": bool(d.crop), "combine": "mean"})
-        emb = embed_images(encoder, pool.paths, pool.names, embed_cfg,
-                           reader=make_reader(recipe.data, encoder.img_size),
-                           skip_corrupt=bool(recipe.data.skip_corrupt), desc="distillation targets")
+        emb = made_targets(recipe, encoder, pool, run.path / TARGETS_DIR)
     row = {n: i for i, n in enumerate(emb.names)}
     missing = [n for n in pool.names if n not in row]
     if len(missing) > len(emb.skipped):
@@ -76,6 +82,35 @@ def distill_targets(recipe, encoder: Encoder, pool: Pool) -> torch.Tensor:
     found = [i for i, n in enumerate(pool.names) if n in row]
     targets[found] = torch.from_numpy(emb.vectors[[row[pool.names[i]] for i in found]])
     return targets
+
+
+def made_targets(recipe, encoder: Encoder, pool: Pool, folder: Path) -> Embeddings:
+    """The targets embedded here, kept in ``folder`` (RUN/distill-targets) with what they were made from.
+
+    Embedding every pool image with eight views costs as much as a submission, so a resumed run, or a
+    chain that starts its interrupted stage 1 again, reads them back where the model, the views, the
+    reader and the pool's folders are the same, instead of embedding them again.
+    """
+    embed_cfg = OmegaConf.merge(recipe.embed, {"turns": list(recipe.distill.turns), "crop": bool(recipe.distill.crop),
+                                               "combine": "mean"})
+    embed = {k: v for k, v in to_dict(embed_cfg).items() if k not in RUNNING_KEYS}
+    made_from = json.loads(json.dumps({"model": to_dict(recipe.model), "embed": embed, "data": to_dict(recipe.data)}))
+    stamp = folder / TARGETS_STAMP
+    if Embeddings.saved_in(folder) and stamp.is_file():
+        saved = json.loads(stamp.read_text(encoding="utf-8"))
+        if saved.get("made_from") == made_from:
+            emb = Embeddings.load(folder)
+            emb.skipped = list(saved.get("skipped", []))
+            log.info("distillation targets: the %d embedded before, read from %s", len(emb), folder)
+            return emb
+    emb = embed_images(encoder, pool.paths, pool.names, embed_cfg, reader=make_reader(recipe.data, encoder.img_size),
+                       skip_corrupt=bool(recipe.data.skip_corrupt), desc="distillation targets")
+    # DDP's other processes embed the same targets; one writer keeps their temporary files apart.
+    if rank_zero_only.rank == 0:
+        stamp.unlink(missing_ok=True)  # never a stamp over the arrays of other targets, should the save stop
+        emb.save(folder)
+        atomic_write_text(stamp, json.dumps({"made_from": made_from, "skipped": emb.skipped}, ensure_ascii=False))
+    return emb
 
 
 def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = ()) -> dict:
@@ -90,7 +125,7 @@ def pretrain(recipe, resume: bool = False, callbacks: tuple[pl.Callback, ...] = 
         pl.seed_everything(int(recipe.seed), workers=True, verbose=False)
         pool = recipe_pool(recipe)
         encoder = build_encoder(EncoderSpec.from_config(recipe.model))
-        extra = (distill_targets(recipe, encoder, pool),) if recipe.method == "distill" else ()
+        extra = (distill_targets(recipe, encoder, pool, run),) if recipe.method == "distill" else ()
         encoder = configure_tuning(encoder, recipe.tune)
         module = METHODS[recipe.method](encoder, recipe, *extra)
         if recipe.method == "dino" and recipe.dino.prototypes == "data" and not resume:

@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from core.base.runs import RunDir
 from core.data.pool import recipe_pool
 from core.model.backbone import EncoderSpec, build_encoder, load_encoder
 from core.pixels.images import decode_image
@@ -11,7 +12,7 @@ from core.recipe import load_recipe
 from ssl.augment import view_maker
 from ssl.config import PretrainRecipe
 from ssl.methods import METHODS
-from ssl.pretrain import pretrain
+from ssl.pretrain import TARGETS_DIR, distill_targets, pretrain
 from ssl.tuning import configure_tuning
 from tests.conftest import ROOT, run_cli, run_main
 
@@ -171,6 +172,29 @@ def test_encoder_round_trips_through_eval(tmp_path, sample_root):
     by_condition = {c: f["hit@3"] for c, f in metrics["synthetic"]["raw"]["conditions"].items()}
     assert by_condition == pytest.approx({c: f["hit@3"] for c, f in last["synthetic"]["raw"]["conditions"].items()})
     assert "before post" in result.stdout
+
+
+def test_distillation_targets_are_made_once_and_read_back_while_what_made_them_holds(tmp_path, sample_root,
+                                                                                       monkeypatch):
+    # Every pool image's views cost as much as a submission: a resumed run must not pay them twice.
+    def targets(*overrides: str) -> torch.Tensor:
+        recipe = _recipe("distill", tmp_path, sample_root, "distill.turns=[0]", *overrides)
+        return distill_targets(recipe, encoder, recipe_pool(recipe), RunDir(tmp_path))
+
+    encoder = build_encoder(EncoderSpec.from_config(_recipe("distill", tmp_path, sample_root).model))
+    made = []
+    embed = distill_targets.__globals__["embed_images"]
+    monkeypatch.setattr("ssl.pretrain.embed_images", lambda *a, **k: made.append(k["desc"]) or embed(*a, **k))
+    first = targets()
+    assert made == ["distillation targets"] and first.shape[1] == encoder.dim
+    # Settings of speed only (batch size, progress) read them back, exactly.
+    assert torch.equal(targets("embed.batch_size=3", "embed.progress=true"), first) and len(made) == 1
+    # Other views are other targets: made again, and kept in place of the first.
+    other = targets("distill.crop=false")
+    assert len(made) == 2 and not torch.allclose(first, other)
+    assert torch.equal(targets("distill.crop=false"), other) and len(made) == 2
+    assert sorted(p.name for p in (tmp_path / TARGETS_DIR).iterdir()) == \
+        ["embeddings.npy", "made_from.json", "names.json", "norms.npy"]  # no temporary file left
 
 
 class Interrupt(pl.Callback):
