@@ -8,8 +8,8 @@
 # ROWS picks rows (default: the nine named at ROWS= below); a row STAGE1+OPTION evaluates a stage-1 row's
 # encoder with a training-free option (trained once, shared with the plain row); EVAL adds evaluation
 # overrides. Each evaluation
-# embeds 4,144 images eight times (3,744 took 86 minutes on 2 shared CPU cores), so the default queue takes
-# a night there. Rows already evaluated are skipped, so the queue resumes.
+# embeds 4,144 images eight times (102 minutes on 2 CPU cores: the distractors are large files), so the
+# default queue takes a night there. Rows already evaluated are skipped, so the queue resumes.
 # POOL=dev leaves the 3,000 distractors out (544 images and as many synthetic photos, the cap: about 20
 # minutes a row there) and writes to runs/hard-dev: the same yardstick and pairing at a fourth of the cost,
 # on an easier pool.
