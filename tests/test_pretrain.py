@@ -7,6 +7,7 @@ import torch
 from core.base.runs import RunDir
 from core.data.pool import recipe_pool
 from core.model.backbone import EncoderSpec, build_encoder, load_encoder
+from core.model.embed import embed_images
 from core.pixels.images import decode_image
 from core.recipe import load_recipe
 from ssl.augment import view_maker
@@ -183,8 +184,7 @@ def test_distillation_targets_are_made_once_and_read_back_while_what_made_them_h
 
     encoder = build_encoder(EncoderSpec.from_config(_recipe("distill", tmp_path, sample_root).model))
     made = []
-    embed = distill_targets.__globals__["embed_images"]
-    monkeypatch.setattr("ssl.pretrain.embed_images", lambda *a, **k: made.append(k["desc"]) or embed(*a, **k))
+    monkeypatch.setattr("ssl.pretrain.embed_images", lambda *a, **k: made.append(k["desc"]) or embed_images(*a, **k))
     first = targets()
     assert made == ["distillation targets"] and first.shape[1] == encoder.dim
     # Settings of speed only (batch size, progress) read them back, exactly.
