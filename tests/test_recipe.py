@@ -58,12 +58,13 @@ def test_model_file_instead_of_recipe():
 
 def test_every_shipped_recipe_loads_with_its_schema():
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
-    shipped = {"base.yaml", "training.yaml", "dino.yaml", "dino-small.yaml", "simclr.yaml", "distill.yaml",
-               "pseudolabel.yaml", "zeroshot.yaml", "submission.yaml", "tiny.yaml", "chain.yaml", "chain-gpu.yaml",
+    shipped = {"base.yaml", "training.yaml", "hard-photos.yaml", "dino.yaml", "dino-small.yaml", "simclr.yaml",
+               "distill.yaml", "pseudolabel.yaml", "zeroshot.yaml", "submission.yaml", "tiny.yaml", "chain.yaml", "chain-gpu.yaml",
                "chain-oneview.yaml"}
     assert {p.name for p in recipes} >= shipped
     schemas = {"pseudolabel": PseudolabelRecipe, "dino": PretrainRecipe, "dino-small": PretrainRecipe,
-               "simclr": PretrainRecipe, "distill": PretrainRecipe, "training": PretrainRecipe, "chain": ChainRecipe,
+               "simclr": PretrainRecipe, "distill": PretrainRecipe, "training": PretrainRecipe,
+               "hard-photos": PretrainRecipe, "chain": ChainRecipe,
                "chain-gpu": ChainRecipe, "chain-oneview": ChainRecipe}
     for path in recipes:
         cfg = load_recipe(path, schema=schemas.get(path.stem, Recipe))
@@ -80,6 +81,11 @@ def test_recipes_compose_from_their_defaults(tmp_path):
     # The shipped stage recipes hold the model block once: in base.yaml.
     shipped = {p.stem: OmegaConf.load(p) for p in (ROOT / "recipes").glob("*.yaml")}
     assert [name for name, raw in shipped.items() if "model" in raw] in (["base", "tiny"], ["tiny", "base"])
+    # ... and the hard-photo views once, in hard-photos.yaml, which SimCLR and distillation both start from.
+    assert sorted(name for name, raw in shipped.items() if "hard" in raw.get("views", {})) == ["hard-photos"]
+    for name in ("simclr", "distill"):
+        cfg = load_recipe(ROOT / "recipes" / f"{name}.yaml", schema=PretrainRecipe)
+        assert (cfg.views.hard.p, list(cfg.views.hard.low_side), cfg.tune.last_blocks) == (0.75, [64, 128], 4)
     (tmp_path / "loop.yaml").write_text("defaults: [loop2]\n")
     (tmp_path / "loop2.yaml").write_text("defaults: [loop]\n")
     with pytest.raises(RecipeError, match="lead back"):
