@@ -7,6 +7,13 @@ museum when ../shared is absent. Prints images/s of: decoding + resizing alone (
 the model alone on pre-made tensors, and the full pipeline, in fp32 and bf16, with the ratio
 full/model (1.0 means the data pipeline costs nothing). Then times mutual-nearest-neighbour search
 over 20,000 x 384-d embeddings with each available search backend.
+
+With ``--option``, it times instead what embedding options cost: seconds per 1,000 images of the
+recipe and of the recipe with each option (space-separated key=value overrides), interleaved chunk by
+chunk so that the machine's load falls on all of them alike:
+
+    python -m benchmarks.throughput recipes/submission.yaml --images 60 --option embed.light=dim-gamma \
+        --option model.img_size=336
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import numpy as np
 import torch
 
 from core.model.backbone import EncoderSpec, build_encoder
-from core.model.embed import ImageFileDataset, embed_images
+from core.model.embed import ImageFileDataset, embed_images, recipe_reader
 from core.pixels.images import ImageReader, list_images
 from core.pixels.preprocess import eval_transform
 from core.pixels.sample import ensure_sample
@@ -75,14 +82,40 @@ def search(n: int = 20_000, d: int = 384) -> None:
               f"{len(pairs)} pairs")
 
 
+def options_side_by_side(recipe: str, overrides: list[str], options: list[str], paths: list[Path],
+                         rounds: int = 3) -> None:
+    """Print seconds per 1,000 images of embedding ``paths`` with the recipe and with each option, the
+    chunks of ``paths`` taken in turn by every setting (``rounds`` chunks), with the ratio to the recipe."""
+    setups = {}
+    for name, extra in [("the recipe", []), *((option, option.split()) for option in options)]:
+        cfg = load_recipe(recipe, ["embed.progress=false", *overrides, *extra])
+        encoder = build_encoder(EncoderSpec.from_config(cfg.model))
+        setups[name] = (cfg, encoder, recipe_reader(cfg, encoder))
+    seconds = dict.fromkeys(setups, 0.0)
+    for chunk in np.array_split(np.arange(len(paths)), rounds):
+        part = [paths[i] for i in chunk]
+        for name, (cfg, encoder, reader) in setups.items():
+            start = time.perf_counter()
+            embed_images(encoder, part, [p.name for p in part], cfg.embed, reader=reader)
+            seconds[name] += time.perf_counter() - start
+    for name, s in seconds.items():
+        print(f"{name:40s} {1000 * s / len(paths):7.0f} s per 1,000 images, x{s / seconds['the recipe']:.2f} "
+              "the recipe's")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("recipe", nargs="?", default="recipes/zeroshot.yaml")
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--option", action="append", default=[],
+                        help="key=value overrides (space-separated) timed against the recipe; repeatable")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     recipe = load_recipe(args.recipe, ["embed.progress=false", *args.overrides])
     paths = _images(args.images)
+    if args.option:
+        options_side_by_side(args.recipe, args.overrides, args.option, paths)
+        return
     n = len(paths)
     encoder = build_encoder(EncoderSpec.from_config(recipe.model))
     batch, workers = recipe.embed.batch_size, recipe.embed.num_workers

@@ -59,8 +59,8 @@ def test_model_file_instead_of_recipe():
 def test_every_shipped_recipe_loads_with_its_schema():
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
     shipped = {"base.yaml", "training.yaml", "hard-photos.yaml", "dino.yaml", "dino-small.yaml", "simclr.yaml",
-               "distill.yaml", "pseudolabel.yaml", "zeroshot.yaml", "submission.yaml", "tiny.yaml", "chain.yaml", "chain-gpu.yaml",
-               "chain-oneview.yaml"}
+               "distill.yaml", "pseudolabel.yaml", "zeroshot.yaml", "submission.yaml", "tiny.yaml", "chain.yaml",
+               "chain-gpu.yaml", "chain-oneview.yaml"}
     assert {p.name for p in recipes} >= shipped
     schemas = {"pseudolabel": PseudolabelRecipe, "dino": PretrainRecipe, "dino-small": PretrainRecipe,
                "simclr": PretrainRecipe, "distill": PretrainRecipe, "training": PretrainRecipe,
